@@ -1,0 +1,110 @@
+# gatewayd — one non-recursive GNU Makefile for the daemon, the tools, the tests and the
+# fuzzers. Sources are found by wildcard so that a new module is one new file, never a
+# Makefile edit: gatewayd/*.c (minus gatewayd.c, the main) and shared/*.c go into
+# build/libgw.a, which the daemon, every unit test and every fuzzer link against.
+
+PREFIX ?= /usr/local
+BUILD ?= build
+CC ?= cc
+FUZZ_SECONDS ?= 10
+
+PKGS := libevent_core libevent_pthreads openssl libcjson
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+WARN := -Wall -Wextra -Werror -Wshadow -Wpointer-arith -Wcast-qual -Wstrict-prototypes \
+	-Wmissing-prototypes -Wmissing-declarations -Wsign-compare -Wformat=2 \
+	-Wno-unused-parameter
+CFLAGS ?= -O2 -g
+ALL_CFLAGS := -std=gnu11 $(CFLAGS) $(WARN) -D_GNU_SOURCE -Ishared -Igatewayd $(PKG_CFLAGS) $(EXTRA_CFLAGS)
+LDLIBS := $(PKG_LIBS) -lnng -lpthread -lm $(EXTRA_LDLIBS)
+
+SHARED_SRC := $(wildcard shared/*.c)
+GW_SRC := $(filter-out gatewayd/gatewayd.c,$(wildcard gatewayd/*.c))
+LIB_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(SHARED_SRC) $(GW_SRC))
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+UNIT_BIN := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BIN := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
+DEPS_STAMP := $(BUILD)/.deps-ok
+
+.PHONY: all deps test unit e2e fuzz fuzz-long asan run install clean format lint
+
+all: bin/gatewayd bin/mockbackend
+
+# Installs missing -dev packages (apt-get) once per build tree; see scripts/deps.sh.
+$(DEPS_STAMP): scripts/deps.sh
+	@mkdir -p $(BUILD)
+	@sh scripts/deps.sh
+	@touch $@
+
+deps: $(DEPS_STAMP)
+
+$(BUILD)/%.o: %.c | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/libgw.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+bin/gatewayd: $(BUILD)/gatewayd/gatewayd.o $(BUILD)/libgw.a
+	@mkdir -p bin
+	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS)
+
+bin/mockbackend: tests/mockbackend.c | $(DEPS_STAMP)
+	@mkdir -p bin
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(LDLIBS)
+
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libgw.a
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Wno-missing-prototypes -Wno-missing-declarations -o $@ $^ \
+		$(LDLIBS) -lcmocka
+
+unit: $(UNIT_BIN)
+
+# Everything: unit tests, end-to-end tests against the real binaries, a short run of
+# every fuzzer. Ends with the one line "tests: N passed, M failed".
+test: all $(UNIT_BIN)
+	@sh tests/run.sh
+
+# libFuzzer targets, built with clang and ASan+UBSan against their own copy of the sources.
+FUZZ_CFLAGS := -std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE \
+	-Ishared -Igatewayd $(PKG_CFLAGS)
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(SHARED_SRC) $(GW_SRC) | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -o $@ $< $(SHARED_SRC) $(GW_SRC) $(LDLIBS)
+
+fuzz: $(FUZZ_BIN)
+	@for f in $(FUZZ_BIN); do n=$$(basename $$f); mkdir -p $(BUILD)/fuzz/corpus-$$n; \
+		$$f -max_total_time=$(FUZZ_SECONDS) $(BUILD)/fuzz/corpus-$$n tests/fuzz/corpus/$$n \
+		|| exit 1; done
+
+fuzz-long:
+	$(MAKE) fuzz FUZZ_SECONDS=300
+
+# Address+undefined sanitizer build in its own tree; `make asan test` runs the suite on it.
+asan:
+	$(MAKE) BUILD=build-asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer" \
+		EXTRA_LDLIBS="-fsanitize=address,undefined" all unit
+
+run: all
+	@sh scripts/run-demo.sh
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 \
+		$(DESTDIR)$(PREFIX)/share/man/man5 $(DESTDIR)$(PREFIX)/share/man/man8
+	install -m 755 bin/gatewayd bin/mockbackend $(DESTDIR)$(PREFIX)/bin/
+	for m in man/*.[158]; do s=$${m##*.}; install -m 644 $$m $(DESTDIR)$(PREFIX)/share/man/man$$s/; done
+
+format:
+	clang-format -i shared/*.[ch] gatewayd/*.[ch] tests/*.c tests/unit/*.c tests/fuzz/*.c
+
+lint:
+	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
+		--inline-suppr --std=c11 -D_GNU_SOURCE -Ishared -Igatewayd shared gatewayd tests/mockbackend.c
+
+clean:
+	rm -rf build build-asan bin
+
+-include $(LIB_OBJ:.o=.d) $(BUILD)/gatewayd/gatewayd.d

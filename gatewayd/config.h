@@ -1,0 +1,145 @@
+#ifndef GW_CONFIG_H
+#define GW_CONFIG_H
+
+#include <netinet/in.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "cidr.h"
+#include "conf.h"
+
+/*
+ * The parsed configuration (gatewayd.conf(5)). A struct config is immutable once
+ * loaded: a reload parses a new one and swaps it in. All arrays are owned by the
+ * struct and freed by config_free().
+ */
+
+#define CONFIG_NAME_MAX 64
+#define CONFIG_PATH_MAX 1024
+
+enum config_auth {
+	CONFIG_AUTH_OFF,    /* pure pass-through: credentials not looked at, forwarded */
+	CONFIG_AUTH_NONE,   /* anonymous allowed, limited per IP only */
+	CONFIG_AUTH_JWT,    /* (identity issue) */
+	CONFIG_AUTH_APIKEY, /* (identity issue) */
+	CONFIG_AUTH_ANY,    /* (identity issue) */
+};
+
+struct config_listen {
+	char text[CONFIG_NAME_MAX * 2]; /* as written, "0.0.0.0:8080" */
+	struct sockaddr_storage addr;
+	socklen_t addrlen;
+	int tls;
+	char cert[CONFIG_PATH_MAX];
+	char key[CONFIG_PATH_MAX];
+};
+
+struct config_backend {
+	char id[CONFIG_NAME_MAX];
+	char host[256];
+	uint16_t port;
+	struct sockaddr_storage addr; /* resolved at load time */
+	socklen_t addrlen;
+	int weight;                 /* [1] 1..1000 */
+	char dc[CONFIG_NAME_MAX];   /* "" when not given */
+	int max_conns;              /* [256] per backend, 1..100000 */
+};
+
+struct config_datacenter {
+	char name[CONFIG_NAME_MAX];
+	double lat, lon;
+};
+
+struct config_route {
+	char prefix[512];
+	size_t prefix_len;
+	enum config_auth auth; /* [none] */
+	int cache;             /* [0]; cache=on refused until the cache issue */
+	int forward_auth;      /* [0] */
+	char min_tier[CONFIG_NAME_MAX];
+};
+
+struct config_timeouts {
+	uint64_t connect_ms;       /* [2s] */
+	uint64_t response_ms;      /* [30s] */
+	uint64_t client_header_ms; /* [10s] */
+	uint64_t client_idle_ms;   /* [60s] */
+};
+
+struct config_limits {
+	uint64_t header;  /* [32kb] total request head bytes */
+	uint64_t headers; /* [100] header count, <= HTTP_MAX_HEADERS */
+	uint64_t body;    /* [1mb] */
+	uint64_t uri;     /* [8kb] */
+};
+
+struct config_health {
+	char path[512];       /* [/health] */
+	uint64_t interval_ms; /* [10s] */
+	uint64_t timeout_ms;  /* [2s] */
+	int rise;             /* [2] */
+	int fall;             /* [2] */
+};
+
+struct config_circuit {
+	int failures;     /* [5] consecutive failures that open the circuit */
+	uint64_t open_ms; /* [30s] before a half-open probe */
+};
+
+struct config_queue {
+	int max;             /* [1024] waiting requests per worker... see gatewayd.conf(5) */
+	uint64_t timeout_ms; /* [5s] */
+};
+
+struct config {
+	char file[CONFIG_PATH_MAX]; /* "" for the embedded default */
+
+	struct config_listen *listens;
+	int nlistens;
+	int workers; /* 0 = auto (number of cores) */
+
+	int strategy; /* enum balance_strategy */
+	struct config_backend *backends;
+	int nbackends;
+	struct config_datacenter *datacenters;
+	int ndatacenters;
+	struct config_route *routes; /* sorted longest prefix first */
+	int nroutes;
+
+	struct config_timeouts timeouts;
+	struct config_limits limits;
+	struct config_health health;
+	struct config_circuit circuit;
+	int retries; /* [1] */
+	struct config_queue queue;
+
+	struct conf_rate ip_limit;         /* [100/60s] */
+	struct cidr *ip_limit_exempt;      /* [none] */
+	int nip_limit_exempt;
+	struct cidr *trusted_proxy;        /* [none] */
+	int ntrusted_proxy;
+	struct cidr *admin_allow;          /* [127.0.0.0/8 ::1] */
+	int nadmin_allow;
+};
+
+/* The embedded default configuration (used when no -c is given). */
+extern const char config_default_text[];
+
+/*
+ * Loads a configuration. path NULL means the embedded default. overrides is a
+ * NULL-terminated list of "KEY=VALUE" strings from -d: each replaces every line of
+ * directive KEY in the file with one line "KEY VALUE". On error returns NULL and writes
+ * "file:line: message" into err.
+ * Returns a new struct config owned by the caller (config_free()).
+ */
+struct config *config_load(const char *path, char *const *overrides, char *err, size_t errlen);
+/* Same, from text in memory; name is used in error messages. */
+struct config *config_load_text(const char *name, const char *text, char *const *overrides,
+				char *err, size_t errlen);
+void config_free(struct config *c);
+/* The route for a path (longest prefix), or NULL when none matches. */
+const struct config_route *config_route_match(const struct config *c, const char *path,
+					      size_t len);
+const char *config_auth_name(enum config_auth a);
+
+#endif

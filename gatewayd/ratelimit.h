@@ -1,0 +1,48 @@
+#ifndef GW_RATELIMIT_H
+#define GW_RATELIMIT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "conf.h"
+
+/*
+ * GCRA rate limiter (the "theoretical arrival time" form): a limit N/W allows a burst
+ * of N and refills evenly, one request every W/N. State is one 64-bit TAT per key in a
+ * sharded open-addressing table updated with compare-and-swap: lock-free, shared by
+ * every worker thread. The table has a fixed capacity, so memory is bounded: entries
+ * whose TAT has passed are equivalent to absent ones and are reused; when a probe
+ * window is full of live entries, the one nearest to being full again is evicted.
+ */
+
+struct ratelimit;
+
+struct ratelimit_result {
+	int allowed;
+	uint64_t limit;          /* N */
+	uint64_t remaining;      /* requests that would pass right after this decision */
+	uint64_t reset_ms;       /* until the quota is full again */
+	uint64_t retry_after_ms; /* until the next request would pass (0 when allowed) */
+};
+
+/* capacity: number of keys kept at most (rounded up to a power of two). */
+struct ratelimit *ratelimit_new(size_t capacity);
+void ratelimit_free(struct ratelimit *rl);
+/*
+ * Decides one request for key (any bytes; hashed to 64 bits) under rate at now_ms
+ * (monotonic). An allowed request consumes quota; a rejected one does not. 0 ok.
+ * rate->count == 0 means "no limit": always allowed.
+ */
+int ratelimit_check(struct ratelimit *rl, const void *key, size_t keylen,
+		    const struct conf_rate *rate, uint64_t now_ms, struct ratelimit_result *out);
+/* Reads the state of key without consuming (for /usage). */
+void ratelimit_peek(struct ratelimit *rl, const void *key, size_t keylen,
+		    const struct conf_rate *rate, uint64_t now_ms, struct ratelimit_result *out);
+/* Forgets every key whose quota is full again; returns how many were dropped. */
+size_t ratelimit_expire(struct ratelimit *rl, uint64_t now_ms);
+/* Live entries (approximate under concurrency). */
+size_t ratelimit_count(struct ratelimit *rl);
+/* Bytes held by the table (constant after creation). */
+size_t ratelimit_memory(const struct ratelimit *rl);
+
+#endif

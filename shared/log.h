@@ -1,0 +1,18 @@
+#ifndef GW_LOG_H
+#define GW_LOG_H
+
+/*
+ * Logging in relayd's manner: log_warn appends strerror(errno), log_warnx does not,
+ * fatal/fatalx log and exit(1). Before log_init() everything goes to stderr.
+ */
+
+void log_init(int foreground, const char *ident);
+void log_set_verbose(int level);
+void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_warnx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+void fatalx(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+
+#endif
