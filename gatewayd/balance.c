@@ -1,6 +1,45 @@
+#include <stdlib.h>
 #include <string.h>
 
 #include "balance.h"
+#include "util.h"
+#include "xmalloc.h"
+
+/*
+ * Virtual nodes per weight unit on the consistent-hash ring: ~128 keeps each backend's
+ * share within a few percent of its weight. The ring is capped so that a large set
+ * with big weights cannot make a worker's ring huge; past the cap the points are shared
+ * out in proportion to the weights instead.
+ */
+#define RING_VNODES_PER_WEIGHT 128
+#define RING_MAX_POINTS 65536
+
+/* Bounded-load factor c = 5/4 (Mirrokni, Thorup, Zadimoghaddam 2018). */
+#define BOUNDED_LOAD_NUM 5
+#define BOUNDED_LOAD_DEN 4
+
+/* Adaptive cost of a backend whose latency is not known yet: cheap, so it gets tried. */
+#define ADAPTIVE_DEFAULT_MS 1.0
+/* Each recent failure adds this much to the cost multiplier (1 failure doubles it). */
+#define ADAPTIVE_FAILURE_PENALTY 1.0
+
+struct ring_point {
+	uint64_t point;
+	uint32_t target;
+};
+
+struct balance_state {
+	uint64_t rng;
+	uint32_t rr_next; /* round robin: index after the last pick */
+	uint32_t lc_next; /* least connections: where the tie-breaking scan starts */
+	int n;            /* the set the state was built for, -1 before the first reset */
+	uint64_t ids[BALANCE_MAX_TARGETS];
+	int weights[BALANCE_MAX_TARGETS];
+	int64_t current[BALANCE_MAX_TARGETS]; /* smooth weighted round robin */
+	struct ring_point *ring;
+	size_t ring_len;
+	size_t ring_cap;
+};
 
 static const char *const balance_names[BALANCE_COUNT] = {
 	[BALANCE_ROUND_ROBIN] = "round_robin", [BALANCE_LEAST_CONNECTIONS] = "least_connections",
@@ -27,4 +66,399 @@ const char *
 balance_strategy_list(void)
 {
 	return "round_robin, least_connections, weighted, ip_hash, adaptive, random";
+}
+
+static uint64_t
+balance_splitmix64(uint64_t x)
+{
+	x += 0x9e3779b97f4a7c15ULL;
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+	return x ^ (x >> 31);
+}
+
+/* xorshift64*: a few cycles, good enough for picking backends, state never zero. */
+static uint64_t
+balance_rand(struct balance_state *s)
+{
+	uint64_t x = s->rng;
+
+	x ^= x >> 12;
+	x ^= x << 25;
+	x ^= x >> 27;
+	s->rng = x;
+	return x * 0x2545f4914f6cdd1dULL;
+}
+
+/* Uniform in [0, bound); the modulo bias is below bound / 2^64, far under any noise. */
+static uint64_t
+balance_rand_below(struct balance_state *s, uint64_t bound)
+{
+	return balance_rand(s) % bound;
+}
+
+/* Callers promise weight >= 1; a zero or negative one must not divide or starve. */
+static int
+balance_weight(const struct balance_target *t)
+{
+	return t->weight > 0 ? t->weight : 1;
+}
+
+struct balance_state *
+balance_state_new(uint64_t seed)
+{
+	struct balance_state *s = xcalloc(1, sizeof(*s));
+
+	s->rng = balance_splitmix64(seed);
+	if (s->rng == 0)
+		s->rng = 0x9e3779b97f4a7c15ULL;
+	s->n = -1;
+	return s;
+}
+
+void
+balance_state_free(struct balance_state *s)
+{
+	if (s == NULL)
+		return;
+	free(s->ring);
+	free(s);
+}
+
+static int
+balance_ring_cmp(const void *a, const void *b)
+{
+	const struct ring_point *pa = a, *pb = b;
+
+	if (pa->point != pb->point)
+		return pa->point < pb->point ? -1 : 1;
+	return (pa->target > pb->target) - (pa->target < pb->target);
+}
+
+/*
+ * Points of target i: weight * RING_VNODES_PER_WEIGHT, or its proportional slice of
+ * RING_MAX_POINTS when the total would exceed it (at least one point each).
+ */
+static size_t
+balance_ring_points(const struct balance_target *t, int64_t total_weight)
+{
+	int64_t p;
+
+	if (total_weight * RING_VNODES_PER_WEIGHT <= RING_MAX_POINTS)
+		return (size_t)balance_weight(t) * RING_VNODES_PER_WEIGHT;
+	p = (int64_t)balance_weight(t) * RING_MAX_POINTS / total_weight;
+	return p > 0 ? (size_t)p : 1;
+}
+
+/*
+ * A virtual node's position depends only on the backend's id and the vnode's number,
+ * never on the backend's index: reordering the config moves nothing, removing a backend
+ * removes only its points, and raising a weight only adds points.
+ */
+static void
+balance_ring_build(struct balance_state *s, const struct balance_target *t, int n)
+{
+	int64_t total_weight = 0;
+	size_t len = 0;
+
+	for (int i = 0; i < n; i++)
+		total_weight += balance_weight(&t[i]);
+	for (int i = 0; i < n; i++)
+		len += balance_ring_points(&t[i], total_weight);
+	if (len > s->ring_cap) {
+		s->ring = xrealloc(s->ring, len * sizeof(*s->ring));
+		s->ring_cap = len;
+	}
+	s->ring_len = 0;
+	for (int i = 0; i < n; i++) {
+		size_t pts = balance_ring_points(&t[i], total_weight);
+
+		for (size_t j = 0; j < pts; j++) {
+			struct ring_point *rp = &s->ring[s->ring_len++];
+
+			rp->point = balance_splitmix64(t[i].id_hash ^ (j * 0xd1b54a32d192ed03ULL));
+			rp->target = (uint32_t)i;
+		}
+	}
+	if (s->ring_len > 1)
+		qsort(s->ring, s->ring_len, sizeof(*s->ring), balance_ring_cmp);
+}
+
+void
+balance_state_reset(struct balance_state *s, const struct balance_target *t, int n)
+{
+	int same_ids, same_weights;
+
+	if (s == NULL)
+		return;
+	if (n < 0 || t == NULL)
+		n = 0;
+	if (n > BALANCE_MAX_TARGETS)
+		n = BALANCE_MAX_TARGETS;
+	same_ids = s->n == n;
+	same_weights = 1;
+	for (int i = 0; i < n && same_ids; i++) {
+		same_ids = s->ids[i] == t[i].id_hash;
+		same_weights = same_weights && s->weights[i] == t[i].weight;
+	}
+	if (same_ids && same_weights)
+		return;
+	/*
+	 * A weight change alone (slow start, gatectl weight) keeps the smooth-weighted
+	 * state so the interleaving carries on; a different set starts it afresh.
+	 */
+	if (!same_ids)
+		memset(s->current, 0, sizeof(s->current));
+	for (int i = 0; i < n; i++) {
+		s->ids[i] = t[i].id_hash;
+		s->weights[i] = t[i].weight;
+	}
+	s->n = n;
+	balance_ring_build(s, t, n);
+}
+
+/*
+ * Starts after the previous pick and takes the first eligible target: the cursor lands
+ * just past what was picked, so an ineligible target's turn is not inherited by its
+ * neighbour (which would get twice the others' share).
+ */
+static int
+balance_round_robin(struct balance_state *s, const struct balance_target *t, int n)
+{
+	uint32_t start = s->rr_next % (uint32_t)n;
+
+	for (int k = 0; k < n; k++) {
+		int i = (int)((start + (uint32_t)k) % (uint32_t)n);
+
+		if (t[i].eligible) {
+			s->rr_next = (uint32_t)i + 1;
+			return i;
+		}
+	}
+	return -1;
+}
+
+/* a->active / a->weight < b->active / b->weight, without division. */
+static int
+balance_less_loaded(const struct balance_target *a, const struct balance_target *b)
+{
+	return (uint64_t)a->active * (uint64_t)balance_weight(b) <
+	       (uint64_t)b->active * (uint64_t)balance_weight(a);
+}
+
+/* Equal loads go to the first one found after the previous pick, so ties rotate. */
+static int
+balance_least_connections(struct balance_state *s, const struct balance_target *t, int n)
+{
+	uint32_t start = s->lc_next % (uint32_t)n;
+	int best = -1;
+
+	for (int k = 0; k < n; k++) {
+		int i = (int)((start + (uint32_t)k) % (uint32_t)n);
+
+		if (t[i].eligible && (best < 0 || balance_less_loaded(&t[i], &t[best])))
+			best = i;
+	}
+	if (best >= 0)
+		s->lc_next = (uint32_t)best + 1;
+	return best;
+}
+
+/*
+ * nginx's smooth weighted round robin: every eligible target gains its weight, the
+ * richest is picked and pays the total. Over sum(weights) picks each target is chosen
+ * exactly weight times, spread out rather than in bursts.
+ */
+static int
+balance_weighted(struct balance_state *s, const struct balance_target *t, int n)
+{
+	int64_t total = 0;
+	int best = -1;
+
+	for (int i = 0; i < n; i++) {
+		if (!t[i].eligible)
+			continue;
+		int w = balance_weight(&t[i]);
+
+		s->current[i] += w;
+		total += w;
+		if (best < 0 || s->current[i] > s->current[best])
+			best = i;
+	}
+	if (best >= 0)
+		s->current[best] -= total;
+	return best;
+}
+
+/* Weight-proportional: a point in [0, total weight) falls in exactly one target's span. */
+static int
+balance_random(struct balance_state *s, const struct balance_target *t, int n)
+{
+	uint64_t total = 0, r;
+
+	for (int i = 0; i < n; i++)
+		if (t[i].eligible)
+			total += (uint64_t)balance_weight(&t[i]);
+	if (total == 0)
+		return -1;
+	r = balance_rand_below(s, total);
+	for (int i = 0; i < n; i++) {
+		if (!t[i].eligible)
+			continue;
+		uint64_t w = (uint64_t)balance_weight(&t[i]);
+
+		if (r < w)
+			return i;
+		r -= w;
+	}
+	return -1; /* not reached */
+}
+
+static double
+balance_adaptive_cost(const struct balance_target *t)
+{
+	/* !(x > 0) also catches NaN from a confused caller */
+	double ms = t->ewma_ms > 0 ? t->ewma_ms : ADAPTIVE_DEFAULT_MS;
+	double penalty = 1.0 + ADAPTIVE_FAILURE_PENALTY * (double)t->recent_failures;
+
+	return ms * ((double)t->active + 1.0) * penalty / (double)balance_weight(t);
+}
+
+/*
+ * Power of two choices (Mitzenmacher): two distinct random candidates, the cheaper
+ * wins. Unlike always taking the global minimum, it does not stampede every worker
+ * onto the same momentarily fastest backend, yet avoids the slow ones almost as well.
+ */
+static int
+balance_adaptive(struct balance_state *s, const struct balance_target *t, int n)
+{
+	int el[BALANCE_MAX_TARGETS];
+	int ne = 0;
+	uint64_t a, b;
+
+	for (int i = 0; i < n; i++)
+		if (t[i].eligible)
+			el[ne++] = i;
+	if (ne <= 1)
+		return ne == 1 ? el[0] : -1;
+	a = balance_rand_below(s, (uint64_t)ne);
+	b = balance_rand_below(s, (uint64_t)ne - 1);
+	if (b >= a)
+		b++; /* distinct from a, still uniform over the others */
+	if (balance_adaptive_cost(&t[el[b]]) < balance_adaptive_cost(&t[el[a]]))
+		return el[b];
+	return el[a];
+}
+
+/* First ring point at or after h, wrapping to the start. */
+static size_t
+balance_ring_find(const struct balance_state *s, uint64_t h)
+{
+	size_t lo = 0, hi = s->ring_len;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (s->ring[mid].point < h)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo == s->ring_len ? 0 : lo;
+}
+
+/*
+ * Rendezvous hashing, for a caller that changed the set without balance_state_reset:
+ * still consistent and allocation-free, only O(n) and without bounded load.
+ */
+static int
+balance_rendezvous(const struct balance_target *t, int n, uint64_t h)
+{
+	uint64_t best_score = 0;
+	int best = -1;
+
+	for (int i = 0; i < n; i++) {
+		if (!t[i].eligible)
+			continue;
+		uint64_t score = balance_splitmix64(h ^ t[i].id_hash);
+
+		if (best < 0 || score > best_score) {
+			best = i;
+			best_score = score;
+		}
+	}
+	return best;
+}
+
+/*
+ * Consistent hashing with bounded loads: from the key's point, walk clockwise and take
+ * the first eligible target whose load stays within ceil(c * (total + 1) / n) once this
+ * request is added. With every target under the bound this is plain consistent hashing;
+ * a hot target spills its excess to its ring successors only.
+ */
+static int
+balance_ip_hash(struct balance_state *s, const struct balance_target *t, int n, const void *key,
+		size_t keylen)
+{
+	uint64_t total_active = 0, cap, seen[BALANCE_MAX_TARGETS / 64] = {0};
+	int ne = 0, nseen = 0, fallback = -1;
+	uint64_t h;
+
+	/* no address: nothing to be sticky about */
+	if (key == NULL || keylen == 0)
+		return balance_round_robin(s, t, n);
+	h = util_hash64(key, keylen);
+	if (s->n != n || s->ring_len == 0)
+		return balance_rendezvous(t, n, h);
+	for (int i = 0; i < n; i++) {
+		if (!t[i].eligible)
+			continue;
+		ne++;
+		total_active += t[i].active;
+		if (fallback < 0 || t[i].active < t[fallback].active)
+			fallback = i;
+	}
+	if (ne == 0)
+		return -1;
+	cap = (BOUNDED_LOAD_NUM * (total_active + 1) + BOUNDED_LOAD_DEN * (uint64_t)ne - 1) /
+	      (BOUNDED_LOAD_DEN * (uint64_t)ne);
+	size_t pos = balance_ring_find(s, h);
+
+	for (size_t k = 0; k < s->ring_len && nseen < ne; k++) {
+		uint32_t i = s->ring[(pos + k) % s->ring_len].target;
+
+		if (!t[i].eligible || ((seen[i / 64] >> (i % 64)) & 1))
+			continue;
+		if (t[i].active < cap)
+			return (int)i;
+		seen[i / 64] |= 1ULL << (i % 64);
+		nseen++;
+	}
+	/* unreachable by the pigeonhole principle (some target is under the mean) */
+	return fallback;
+}
+
+int
+balance_pick(struct balance_state *s, enum balance_strategy strategy,
+	     const struct balance_target *t, int n, const void *key, size_t keylen)
+{
+	if (s == NULL || t == NULL || n <= 0)
+		return -1;
+	if (n > BALANCE_MAX_TARGETS)
+		n = BALANCE_MAX_TARGETS;
+	switch (strategy) {
+	case BALANCE_LEAST_CONNECTIONS:
+		return balance_least_connections(s, t, n);
+	case BALANCE_WEIGHTED:
+		return balance_weighted(s, t, n);
+	case BALANCE_IP_HASH:
+		return balance_ip_hash(s, t, n, key, keylen);
+	case BALANCE_ADAPTIVE:
+		return balance_adaptive(s, t, n);
+	case BALANCE_RANDOM:
+		return balance_random(s, t, n);
+	case BALANCE_ROUND_ROBIN:
+	default:
+		return balance_round_robin(s, t, n);
+	}
 }

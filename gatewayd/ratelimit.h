@@ -35,6 +35,9 @@ void ratelimit_free(struct ratelimit *rl);
  */
 int ratelimit_check(struct ratelimit *rl, const void *key, size_t keylen,
 		    const struct conf_rate *rate, uint64_t now_ms, struct ratelimit_result *out);
+/* The same with a microsecond clock (util_now_us), for refills finer than 1 ms. */
+int ratelimit_check_us(struct ratelimit *rl, const void *key, size_t keylen,
+		       const struct conf_rate *rate, uint64_t now_us, struct ratelimit_result *out);
 /* Reads the state of key without consuming (for /usage). */
 void ratelimit_peek(struct ratelimit *rl, const void *key, size_t keylen,
 		    const struct conf_rate *rate, uint64_t now_ms, struct ratelimit_result *out);

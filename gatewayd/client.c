@@ -1,0 +1,494 @@
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "cidr.h"
+#include "log.h"
+#include "proxy.h"
+#include "util.h"
+#include "xmalloc.h"
+
+/*
+ * Client connections. An idle keep-alive connection holds only its struct client (a
+ * few hundred bytes); the exchange with its buffers is taken from the worker's
+ * freelist when the first byte of a request arrives and given back when the response
+ * is done. client_close() is the one place a client connection ends.
+ */
+
+#define CLIENT_OUT_BUF 32768
+#define CLIENT_FREELIST_MAX 1024
+
+static void client_head(struct client *c);
+
+static uint32_t
+client_in_cap(const struct runtime *rt)
+{
+	/* Room for a maximal head plus the start of a body. */
+	uint32_t cap = rt->limits.max_head + 4096;
+	return cap < 16384 ? 16384 : cap;
+}
+
+/* Clears the per-request fields of x for a new request on the same connection. */
+static void
+exchange_reset(struct exchange *x)
+{
+	size_t off = offsetof(struct exchange, client_ip);
+
+	memset((char *)x + off, 0, offsetof(struct exchange, req_extra) - off);
+	free(x->heap);
+	x->heap = NULL;
+	x->status = 0;
+	x->bytes_out = 0;
+	sendq_reset(&x->cliq);
+	sendq_reset(&x->upq);
+	http_msg_reset(&x->req);
+	x->phase = X_HEAD;
+	x->out.start = x->out.end = 0;
+	x->head_started_ms = x->w->now_ms;
+}
+
+static struct exchange *
+exchange_get(struct client *c)
+{
+	struct worker *w = c->w;
+	struct exchange *x = w->free_x;
+	struct runtime *rt = worker_rt_acquire(w);
+	uint32_t cap = client_in_cap(rt);
+
+	if (x != NULL) {
+		w->free_x = x->next_free;
+		w->nfree_x--;
+	} else {
+		x = xcalloc(1, sizeof(*x));
+		x->out.data = xmalloc(CLIENT_OUT_BUF);
+		x->out.cap = CLIENT_OUT_BUF;
+	}
+	if (x->in.cap != cap) {
+		x->in.data = xrealloc(x->in.data, cap);
+		x->in.cap = cap;
+	}
+	x->in.start = x->in.end = 0;
+	x->out.start = x->out.end = 0;
+	x->c = c;
+	x->w = w;
+	x->rt = rt;
+	exchange_reset(x);
+	return x;
+}
+
+static void
+exchange_put(struct exchange *x)
+{
+	struct worker *w = x->w;
+
+	worker_rt_release(w, x->rt);
+	x->rt = NULL;
+	x->c = NULL;
+	free(x->heap);
+	x->heap = NULL;
+	if (w->nfree_x >= CLIENT_FREELIST_MAX) {
+		free(x->in.data);
+		free(x->out.data);
+		free(x);
+		return;
+	}
+	x->next_free = w->free_x;
+	w->free_x = x;
+	w->nfree_x++;
+}
+
+ssize_t
+client_read(struct client *c, char *buf, size_t len)
+{
+	ssize_t n;
+
+	if (c->ssl == NULL) {
+		n = read(c->fd, buf, len);
+		/* Edge-triggered: a short read emptied the socket, and the next byte to
+		 * arrive raises a new edge, so no EAGAIN read is needed to re-arm. */
+		if ((n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) ||
+		    (n > 0 && (size_t)n < len))
+			c->readable = 0;
+		return n;
+	}
+	n = SSL_read(c->ssl, buf, (int)len);
+	if (n > 0)
+		return n;
+	switch (SSL_get_error(c->ssl, (int)n)) {
+	case SSL_ERROR_WANT_READ:
+	case SSL_ERROR_WANT_WRITE:
+		c->readable = 0;
+		errno = EAGAIN;
+		return -1;
+	case SSL_ERROR_ZERO_RETURN:
+		return 0;
+	default:
+		ERR_clear_error();
+		errno = ECONNRESET;
+		return -1;
+	}
+}
+
+ssize_t
+client_writev(struct client *c, const struct iovec *iov, int cnt)
+{
+	ssize_t total = 0;
+
+	if (c->ssl == NULL) {
+		ssize_t n = writev(c->fd, iov, cnt);
+		if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			c->writable = 0;
+		return n;
+	}
+	/* TLS has no gather write: one record per buffer, stop at the first short one. */
+	for (int i = 0; i < cnt; i++) {
+		int n;
+
+		if (iov[i].iov_len == 0)
+			continue;
+		n = SSL_write(c->ssl, iov[i].iov_base, (int)iov[i].iov_len);
+		if (n <= 0) {
+			int e = SSL_get_error(c->ssl, n);
+			if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) {
+				c->writable = 0;
+				if (total > 0)
+					return total;
+				errno = EAGAIN;
+				return -1;
+			}
+			ERR_clear_error();
+			errno = EPIPE;
+			return total > 0 ? total : -1;
+		}
+		total += n;
+		if ((size_t)n < iov[i].iov_len)
+			break;
+	}
+	return total;
+}
+
+static ssize_t
+client_writev_cb(void *arg, const struct iovec *iov, int cnt)
+{
+	return client_writev(arg, iov, cnt);
+}
+
+int
+client_flush(struct client *c)
+{
+	if (c->x == NULL)
+		return 1;
+	if (!c->writable && c->x->cliq.pos < c->x->cliq.cnt)
+		return 0;
+	return sendq_flush_fd(&c->x->cliq, c->fd, client_writev_cb, c);
+}
+
+void
+client_close(struct client *c)
+{
+	struct worker *w = c->w;
+
+	if (c->closed)
+		return;
+	c->closed = 1;
+	if (c->x != NULL) {
+		struct exchange *x = c->x;
+
+		if (x->phase == X_QUEUED)
+			queue_remove(x);
+		proxy_abort(x);
+		c->x = NULL;
+		exchange_put(x);
+	}
+	if (c->ssl != NULL) {
+		SSL_shutdown(c->ssl);
+		SSL_free(c->ssl);
+		ERR_clear_error();
+	}
+	event_del(&c->ev);
+	close(c->fd);
+	if (c->prev != NULL)
+		c->prev->next = c->next;
+	else
+		w->clients = c->next;
+	if (c->next != NULL)
+		c->next->prev = c->prev;
+	w->nclients--;
+	/* Freed by the worker's next tick: callers up the stack may still look at
+	 * c->closed after an event handler closed it. */
+	c->next = w->dead;
+	w->dead = c;
+}
+
+void
+client_accept(struct worker *w, struct listener *l, int fd, const struct sockaddr *sa)
+{
+	struct client *c = xcalloc(1, sizeof(*c));
+	struct cidr peer;
+	int one = 1;
+
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	c->fd = fd;
+	c->w = w;
+	if (cidr_from_sockaddr(sa, &peer) == 0)
+		memcpy(c->peer, peer.addr, 16);
+	c->peer_port = ntohs(sa->sa_family == AF_INET6 ? ((const struct sockaddr_in6 *)sa)->sin6_port
+						       : ((const struct sockaddr_in *)sa)->sin_port);
+	c->state = CS_IDLE;
+	c->deadline_ms = w->now_ms + (w->rt ? w->rt->cfg->timeouts.client_header_ms : 10000);
+	if (l->tls) {
+		c->tls = 1;
+		c->ssl = SSL_new(l->ssl_ctx);
+		SSL_set_fd(c->ssl, fd);
+		SSL_set_accept_state(c->ssl);
+		c->tls_handshaking = 1;
+	}
+	c->next = w->clients;
+	if (w->clients != NULL)
+		w->clients->prev = c;
+	w->clients = c;
+	w->nclients++;
+	worker_counter_add(&w->st_conns, 1);
+	/* Registered once for both directions, edge-triggered: readiness is kept in
+	 * c->readable/c->writable, so no event_add/del per request. */
+	event_assign(&c->ev, w->base, fd, EV_READ | EV_WRITE | EV_PERSIST | EV_ET, client_event, c);
+	event_add(&c->ev, NULL);
+	c->readable = 1;
+	c->writable = 1;
+	client_run(c);
+}
+
+static int
+client_handshake(struct client *c)
+{
+	int r = SSL_do_handshake(c->ssl);
+
+	if (r == 1) {
+		c->tls_handshaking = 0;
+		return 1;
+	}
+	switch (SSL_get_error(c->ssl, r)) {
+	case SSL_ERROR_WANT_READ:
+		c->readable = 0;
+		return 0;
+	case SSL_ERROR_WANT_WRITE:
+		c->writable = 0;
+		return 0;
+	default:
+		ERR_clear_error();
+		return -1;
+	}
+}
+
+void
+client_event(evutil_socket_t fd, short what, void *arg)
+{
+	struct client *c = arg;
+
+	c->w->now_ms = util_now_ms();
+	if (what & EV_READ)
+		c->readable = 1;
+	if (what & EV_WRITE)
+		c->writable = 1;
+	client_run(c);
+}
+
+/* Maps a parser error to the SPEC section 4 answer. */
+static void
+client_parse_error(struct exchange *x, int r)
+{
+	x->close_client = 1;
+	switch (r) {
+	case HTTP_E_URI_TOO_LONG:
+		respond_error(x, 414, "uri_too_long", "The request URI is too long.", NULL, NULL);
+		break;
+	case HTTP_E_HEADERS_TOO_LARGE:
+		respond_error(x, 431, "headers_too_large", "The request headers are too large.",
+			      NULL, NULL);
+		break;
+	case HTTP_E_NOT_IMPLEMENTED:
+		respond_error(x, 501, "invalid_request", "Unsupported transfer coding.", NULL, NULL);
+		break;
+	case HTTP_E_VERSION:
+		respond_error(x, 505, "invalid_request", "Only HTTP/1.0 and HTTP/1.1 are supported.",
+			      NULL, NULL);
+		break;
+	default:
+		respond_error(x, 400, "invalid_request", "Malformed HTTP request.", NULL, NULL);
+		break;
+	}
+}
+
+/* Reads and parses a request head; dispatches it when complete. */
+static void
+client_head(struct client *c)
+{
+	struct exchange *x = c->x;
+	int r = HTTP_AGAIN;
+
+	if (x->in.end > 0)
+		r = http_parse_request(&x->req, x->in.data, x->in.end, &x->rt->limits);
+	while (r == HTTP_AGAIN && c->readable) {
+		ssize_t n;
+
+		if (x->in.end == x->in.cap) {
+			r = HTTP_E_HEADERS_TOO_LARGE;
+			break;
+		}
+		n = client_read(c, x->in.data + x->in.end, x->in.cap - x->in.end);
+		if (n == 0 || (n < 0 && errno != EAGAIN)) {
+			client_close(c);
+			return;
+		}
+		if (n < 0) {
+			if (x->in.end == 0) {
+				/* Nothing of a request yet: go idle and give the buffers back,
+				 * so an idle connection costs no buffer. */
+				const struct config_timeouts *t = &x->rt->cfg->timeouts;
+				c->x = NULL;
+				exchange_put(x);
+				c->state = CS_IDLE;
+				c->deadline_ms = c->w->now_ms + (c->nrequests > 0 ? t->client_idle_ms
+										: t->client_header_ms);
+			}
+			return;
+		}
+		x->in.end += (uint32_t)n;
+		r = http_parse_request(&x->req, x->in.data, x->in.end, &x->rt->limits);
+	}
+	if (r == HTTP_AGAIN)
+		return;
+	c->state = CS_BUSY;
+	c->nrequests++;
+	worker_counter_add(&c->w->st_requests, 1);
+	x->start_us = util_now_us();
+	if (r != HTTP_OK) {
+		client_parse_error(x, r);
+		return;
+	}
+	x->in.start = x->req.head_len;
+	router_dispatch(x);
+}
+
+/*
+ * Skips a request body that the gateway answered without reading (a 429, a built-in
+ * endpoint): possible only when all of it is already in the buffer. 0 done, -1 the
+ * connection must close.
+ */
+static int
+client_skip_body(struct exchange *x)
+{
+	const struct http_msg *m = &x->req;
+	uint32_t avail = x->in.end - x->in.start;
+
+	if (x->req_done || m->body == HTTP_BODY_NONE)
+		return 0;
+	if (m->body == HTTP_BODY_LENGTH) {
+		if (m->content_length > avail)
+			return -1;
+		x->in.start += (uint32_t)m->content_length;
+		return 0;
+	}
+	if (m->body == HTTP_BODY_CHUNKED) {
+		struct http_chunked ch;
+		ssize_t n;
+
+		http_chunked_init(&ch);
+		n = http_chunked_scan(&ch, x->in.data + x->in.start, avail);
+		if (n < 0 || !ch.done)
+			return -1;
+		x->in.start += (uint32_t)n;
+		return 0;
+	}
+	return -1;
+}
+
+void
+client_exchange_done(struct exchange *x)
+{
+	struct client *c = x->c;
+	uint32_t left;
+
+	if (x->close_client || !x->req.keep_alive || client_skip_body(x) == -1 ||
+	    atomic_load_explicit(&gw.draining, memory_order_relaxed)) {
+		client_close(c);
+		return;
+	}
+	left = x->in.end - x->in.start;
+	if (left == 0) {
+		c->x = NULL;
+		exchange_put(x);
+		c->state = CS_IDLE;
+		c->deadline_ms = c->w->now_ms + c->w->rt->cfg->timeouts.client_idle_ms;
+		return;
+	}
+	/* Pipelined bytes: the next request starts at the front of the buffer. */
+	memmove(x->in.data, x->in.data + x->in.start, left);
+	x->in.start = 0;
+	x->in.end = left;
+	exchange_reset(x);
+	c->state = CS_HEAD;
+	c->deadline_ms = c->w->now_ms + x->rt->cfg->timeouts.client_header_ms;
+}
+
+/*
+ * The client's state machine, run on every readiness change. Work that finishes an
+ * exchange synchronously (a local answer, a pipelined request) loops here instead of
+ * recursing.
+ */
+void
+client_run(struct client *c)
+{
+	for (int rounds = 0; rounds < 64; rounds++) {
+		struct exchange *x;
+		uint8_t before = c->state;
+		uint32_t nreq = c->nrequests;
+
+		if (c->tls_handshaking) {
+			int r = client_handshake(c);
+			if (r < 0) {
+				client_close(c);
+				return;
+			}
+			if (r == 0)
+				return;
+		}
+		switch (c->state) {
+		case CS_IDLE:
+			if (!c->readable)
+				return;
+			c->x = exchange_get(c);
+			c->state = CS_HEAD;
+			c->deadline_ms = c->w->now_ms + c->x->rt->cfg->timeouts.client_header_ms;
+			/* fall through */
+		case CS_HEAD:
+			client_head(c);
+			break;
+		case CS_BUSY:
+		case CS_TUNNEL:
+			x = c->x;
+			if (x->phase == X_LOCAL) {
+				int r = client_flush(c);
+				if (r < 0) {
+					client_close(c);
+					return;
+				}
+				if (r == 1)
+					client_exchange_done(x);
+			} else if (x->phase == X_UPSTREAM || x->phase == X_TUNNEL) {
+				proxy_run(x);
+			} else if (x->phase == X_BODY) {
+				router_read_body(x);
+			}
+			break;
+		}
+		if (c->closed)
+			return;
+		if (c->state == before && c->nrequests == nreq)
+			return;
+	}
+}

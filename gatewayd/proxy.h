@@ -1,0 +1,167 @@
+#ifndef GW_PROXY_H
+#define GW_PROXY_H
+
+/*
+ * One request/response exchange of a client connection, and the upstream connections
+ * it is proxied over. The exchange owns two buffers: `in` holds the request as the
+ * client sent it (head, then body as it streams), `out` the response as the backend
+ * sends it, or a response the gateway produced. Bytes are forwarded from these
+ * buffers with writev; inserted headers go out in the same writev.
+ */
+
+#include "worker.h"
+
+enum xphase {
+	X_HEAD,      /* reading the request head */
+	X_QUEUED,    /* waiting for a backend slot */
+	X_UPSTREAM,  /* connected or connecting, request going out, response coming in */
+	X_LOCAL,     /* writing a response the gateway made */
+	X_TUNNEL,    /* after 101: raw bytes both ways */
+	X_BODY,      /* a built-in endpoint is reading its (small) request body */
+};
+
+enum upconn_state { UP_CONNECTING, UP_IDLE, UP_BUSY };
+
+struct upconn {
+	int fd;
+	struct event ev;
+	struct worker *w;
+	struct backend *b; /* referenced */
+	struct upconn *next_idle;
+	struct exchange *x; /* while busy */
+	uint8_t state;
+	uint8_t readable, writable;
+	uint8_t reused; /* served a previous request */
+	uint64_t idle_since_ms;
+};
+
+struct exchange {
+	struct client *c;
+	struct worker *w;
+	struct runtime *rt; /* snapshot this exchange runs under */
+	struct exchange *next_free;
+	struct exchange *qnext; /* queue link */
+	uint8_t phase;          /* enum xphase */
+	uint8_t qprio;
+	uint64_t qdeadline_ms;
+
+	struct iobuf in, out;
+	struct http_msg req;
+	struct http_msg resp;
+
+	uint8_t client_ip[16];
+	char request_id[132];
+	uint8_t request_id_len;
+	uint8_t request_id_generated;
+	const struct config_route *route;
+	uint64_t start_us;
+	uint64_t head_started_ms;
+
+	/* upstream side */
+	struct backend *b;
+	struct upconn *u;
+	int attempts;        /* backends tried */
+	uint32_t tried_mask; /* backends tried (indexes in rt, first 32) */
+	uint8_t counted_active; /* b->active was incremented */
+	uint8_t reuse_retry_done;
+	uint8_t req_head_sent;
+	uint8_t req_done;      /* whole request sent upstream */
+	uint8_t resp_started;  /* a response byte arrived */
+	uint8_t resp_head_sent; /* client got the response head */
+	uint8_t resp_done;
+	uint8_t sent_continue;
+	uint8_t close_client;  /* close after this response */
+	uint8_t buffered;      /* the whole request is still in `in`: retryable */
+	uint64_t req_body_left;
+	struct http_chunked req_chunk;
+	uint64_t resp_body_left;
+	struct http_chunked resp_chunk;
+	uint64_t up_deadline_ms;
+
+	struct sendq upq;   /* to the backend */
+	struct sendq cliq;  /* to the client */
+	char req_extra[768];  /* headers the gateway adds to the request */
+	char resp_extra[512]; /* ... and to the response */
+	char line_extra[160]; /* rewritten request line when needed */
+	void (*body_handler)(struct exchange *); /* runs when X_BODY completes */
+	char *heap;         /* a local response body too large for `out` (freed at reset) */
+	int status;         /* status sent to the client, for stats */
+	uint64_t bytes_out;
+};
+
+/* proxy.c */
+/* Picks a backend: 1 picked (x->b set, slot taken), 0 all busy (queue), -1 none up. */
+int proxy_pick(struct exchange *x);
+/* Sets x->request_id: the client's when well-formed (SPEC 5), else a new UUID. */
+void proxy_make_request_id(struct exchange *x);
+/* Connects x to its picked backend and starts sending. */
+void proxy_go(struct exchange *x);
+/* Starts proxying x (route chosen, checks passed): pick a backend, queue or connect. */
+void proxy_start(struct exchange *x);
+/* Called on readiness changes of the client while an exchange is upstream. */
+void proxy_run(struct exchange *x);
+/* Deadline reached for x's upstream phase. */
+void proxy_timeout(struct exchange *x);
+/* The client went away or errored: detach from upstream. */
+void proxy_abort(struct exchange *x);
+void upconn_event(evutil_socket_t fd, short what, void *arg);
+/* Closes idle upstream connections older than idle_ms (tick). */
+void upstream_reap_idle(struct worker *w, struct runtime *rt, uint64_t idle_ms);
+/* Closes every idle upstream connection of this worker (shutdown). */
+void upstream_close_all_idle(struct worker *w, struct runtime *rt);
+
+/* queue.c */
+/* Enqueues x (no backend slot): 0 queued, -1 full (caller answers 503 queue_full). */
+int queue_push(struct exchange *x);
+void queue_remove(struct exchange *x);
+/* Retries queued exchanges (a slot may be free) and expires the ones past deadline. */
+void queue_service(struct worker *w);
+
+/* client.c */
+/* Finishes the current exchange: keep-alive and next request, or close. */
+void client_exchange_done(struct exchange *x);
+void client_close(struct client *c);
+/* Continues writing the client's pending output; 1 done, 0 pending, -1 error. */
+int client_flush(struct client *c);
+ssize_t client_read(struct client *c, char *buf, size_t len);
+ssize_t client_writev(struct client *c, const struct iovec *iov, int cnt);
+void client_event(evutil_socket_t fd, short what, void *arg);
+void client_accept(struct worker *w, struct listener *l, int fd, const struct sockaddr *sa);
+void client_run(struct client *c);
+
+/* respond.c */
+/*
+ * Makes x answer with a gateway error (SPEC section 4): JSON body, extra header lines
+ * (each ending in CRLF) may be NULL. Starts writing it.
+ */
+void respond_error(struct exchange *x, int status, const char *code, const char *message,
+		   const char *extra_headers, const char *extra_json);
+/* Answers with a JSON body (already serialised). */
+void respond_json(struct exchange *x, int status, const char *json, size_t len,
+		  const char *extra_headers);
+/* 429 with Retry-After and the fields SPEC section 4 names. */
+void respond_rate_limited(struct exchange *x, const char *code, const char *tier,
+			  uint64_t limit, uint64_t window_s, uint64_t retry_after_ms);
+
+/* router.c */
+/* Runs the pipeline stages for a parsed request. */
+void router_dispatch(struct exchange *x);
+/* Reads more of a built-in endpoint's body (phase X_BODY); runs its handler when whole. */
+void router_read_body(struct exchange *x);
+/* 1 when the request's peer may use /admin-level endpoints (answers 401/403 if not). */
+int router_admin_check(struct exchange *x);
+
+/* api_stats.c, api_admin.c: built-in endpoint handlers */
+void api_health(struct exchange *x);
+void api_ready(struct exchange *x);
+void api_stats(struct exchange *x);
+void api_change_strategy(struct exchange *x);
+
+/* sendq helpers (proxy.c) */
+void sendq_reset(struct sendq *q);
+void sendq_add(struct sendq *q, const void *p, size_t n);
+/* Writes what it can: 1 all written, 0 would block, -1 error. */
+int sendq_flush_fd(struct sendq *q, int fd, ssize_t (*wv)(void *, const struct iovec *, int),
+		   void *arg);
+
+#endif

@@ -1,0 +1,109 @@
+#include <stdlib.h>
+#include <string.h>
+
+#include "cidr.h"
+#include "gw.h"
+#include "xmalloc.h"
+
+struct gw gw;
+
+static struct backend *
+runtime_find_backend(const struct runtime *old, const struct config_backend *cb)
+{
+	if (old == NULL)
+		return NULL;
+	for (int i = 0; i < old->nbackends; i++) {
+		struct backend *b = old->backends[i];
+		if (strcmp(b->id, cb->id) == 0 && strcmp(b->dc, cb->dc) == 0 && b->addrlen == cb->addrlen &&
+		    memcmp(&b->addr, &cb->addr, cb->addrlen) == 0)
+			return b;
+	}
+	return NULL;
+}
+
+static struct cidr_tree *
+runtime_tree(const struct cidr *list, int n)
+{
+	static int present = 1;
+	struct cidr_tree *t = cidr_tree_new();
+
+	for (int i = 0; i < n; i++)
+		cidr_tree_insert(t, &list[i], &present, NULL);
+	return t;
+}
+
+struct runtime *
+runtime_build(struct config *cfg, const struct runtime *old)
+{
+	struct runtime *rt = xcalloc(1, sizeof(*rt));
+
+	atomic_init(&rt->refs, 1);
+	rt->cfg = cfg;
+	rt->nbackends = cfg->nbackends;
+	rt->backends = xcalloc((size_t)cfg->nbackends, sizeof(*rt->backends));
+	for (int i = 0; i < cfg->nbackends; i++) {
+		const struct config_backend *cb = &cfg->backends[i];
+		struct backend *b = runtime_find_backend(old, cb);
+
+		if (b != NULL) {
+			/* Same backend: keep its health, circuit and pools; take new knobs. */
+			backend_ref(b);
+			atomic_store(&b->weight, cb->weight);
+			atomic_store(&b->max_conns, cb->max_conns);
+			circuit_configure(&b->circuit, (uint32_t)cfg->circuit.failures,
+					  cfg->circuit.open_ms);
+		} else {
+			b = backend_new(cb, cfg);
+		}
+		rt->backends[i] = b;
+	}
+	rt->trusted = runtime_tree(cfg->trusted_proxy, cfg->ntrusted_proxy);
+	rt->exempt = runtime_tree(cfg->ip_limit_exempt, cfg->nip_limit_exempt);
+	rt->admin_allow = runtime_tree(cfg->admin_allow, cfg->nadmin_allow);
+	rt->limits.max_head = (uint32_t)cfg->limits.header;
+	rt->limits.max_headers = (uint32_t)cfg->limits.headers;
+	rt->limits.max_uri = (uint32_t)cfg->limits.uri;
+	rt->generation = atomic_fetch_add(&gw.rt_generation, 1) + 1;
+	return rt;
+}
+
+void
+runtime_ref(struct runtime *rt)
+{
+	atomic_fetch_add_explicit(&rt->refs, 1, memory_order_relaxed);
+}
+
+void
+runtime_unref(struct runtime *rt)
+{
+	if (atomic_fetch_sub_explicit(&rt->refs, 1, memory_order_acq_rel) != 1)
+		return;
+	for (int i = 0; i < rt->nbackends; i++)
+		backend_unref(rt->backends[i]);
+	free(rt->backends);
+	cidr_tree_free(rt->trusted, NULL);
+	cidr_tree_free(rt->exempt, NULL);
+	cidr_tree_free(rt->admin_allow, NULL);
+	config_free(rt->cfg);
+	free(rt);
+}
+
+void
+runtime_publish(struct runtime *rt)
+{
+	struct runtime *old = atomic_exchange_explicit(&gw.rt, rt, memory_order_acq_rel);
+
+	if (old != NULL)
+		runtime_unref(old);
+}
+
+struct runtime *
+runtime_get(void)
+{
+	/* The publisher (the main thread) is the only one that drops gw.rt's reference,
+	 * so taking one here from that same thread, or under its coordination, is safe. */
+	struct runtime *rt = atomic_load_explicit(&gw.rt, memory_order_acquire);
+
+	runtime_ref(rt);
+	return rt;
+}
