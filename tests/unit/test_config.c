@@ -1,0 +1,1096 @@
+/* Unit tests of gatewayd.conf loading (gatewayd/config.c): every directive, every error. */
+#include <arpa/inet.h>
+#include <dlfcn.h>
+#include <netdb.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "balance.h"
+#include "config.h"
+
+/*
+ * Every name but "localhost" (answered from /etc/hosts) fails to resolve, so that no
+ * test depends on, or sends anything to, a DNS server.
+ */
+int
+getaddrinfo(const char *node, const char *service, const struct addrinfo *hints,
+            struct addrinfo **res)
+{
+	static int (*real)(const char *, const char *, const struct addrinfo *, struct addrinfo **);
+	struct addrinfo h;
+
+	if (real == NULL)
+		*(void **)&real = dlsym(RTLD_NEXT, "getaddrinfo");
+	memset(&h, 0, sizeof h);
+	if (hints != NULL)
+		h = *hints;
+	if (node != NULL && strcmp(node, "localhost") != 0)
+		h.ai_flags |= AI_NUMERICHOST;
+	return real(node, service, &h, res);
+}
+
+/* Appended to most test texts, after their lines, so that line numbers stay theirs. */
+#define TAIL "\nbackend zz 127.0.0.1:1\n"
+
+static char errbuf[1024];
+
+static struct config *
+load_ov(const char *text, char *const *ov)
+{
+	errbuf[0] = '\0';
+	return config_load_text("t.conf", text, ov, errbuf, sizeof errbuf);
+}
+
+static struct config *
+raw_ok(const char *text)
+{
+	struct config *c = load_ov(text, NULL);
+
+	if (c == NULL)
+		fail_msg("unexpected error: %s", errbuf);
+	return c;
+}
+
+static void
+raw_err(const char *text, const char *expect)
+{
+	struct config *c = load_ov(text, NULL);
+
+	assert_null(c);
+	assert_string_equal(errbuf, expect);
+}
+
+static struct config *
+cfg_ok(const char *text)
+{
+	char buf[4096];
+
+	snprintf(buf, sizeof buf, "%s%s", text, TAIL);
+	return raw_ok(buf);
+}
+
+static void
+cfg_err(const char *text, const char *expect)
+{
+	char buf[4096];
+
+	snprintf(buf, sizeof buf, "%s%s", text, TAIL);
+	raw_err(buf, expect);
+}
+
+static const char *
+addr_text(const struct sockaddr_storage *ss, char *buf, size_t len)
+{
+	const void *a = ss->ss_family == AF_INET
+	                    ? (const void *)&((const struct sockaddr_in *)ss)->sin_addr
+	                    : (const void *)&((const struct sockaddr_in6 *)ss)->sin6_addr;
+
+	return inet_ntop(ss->ss_family, a, buf, (socklen_t)len);
+}
+
+static int
+addr_port(const struct sockaddr_storage *ss)
+{
+	return ntohs(ss->ss_family == AF_INET ? ((const struct sockaddr_in *)ss)->sin_port
+	                                      : ((const struct sockaddr_in6 *)ss)->sin6_port);
+}
+
+/* A temporary file with some content; the caller unlinks it. */
+static void
+temp_file(char *path, size_t len, const char *content)
+{
+	int fd;
+
+	snprintf(path, len, "/tmp/test_config.XXXXXX");
+	fd = mkstemp(path);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, content, strlen(content)), (ssize_t)strlen(content));
+	close(fd);
+}
+
+/* ---- defaults and the embedded configuration ---- */
+
+static void
+test_defaults(void **state)
+{
+	struct config *c = cfg_ok("");
+	char a[64];
+
+	assert_string_equal(c->file, "t.conf");
+	assert_int_equal(c->workers, 0);
+	assert_int_equal(c->strategy, BALANCE_ROUND_ROBIN);
+	assert_int_equal(c->timeouts.connect_ms, 2000);
+	assert_int_equal(c->timeouts.response_ms, 30000);
+	assert_int_equal(c->timeouts.client_header_ms, 10000);
+	assert_int_equal(c->timeouts.client_idle_ms, 60000);
+	assert_int_equal(c->limits.header, 32 * 1024);
+	assert_int_equal(c->limits.headers, 100);
+	assert_int_equal(c->limits.body, 1024 * 1024);
+	assert_int_equal(c->limits.uri, 8 * 1024);
+	assert_string_equal(c->health.path, "/health");
+	assert_int_equal(c->health.interval_ms, 10000);
+	assert_int_equal(c->health.timeout_ms, 2000);
+	assert_int_equal(c->health.rise, 2);
+	assert_int_equal(c->health.fall, 2);
+	assert_int_equal(c->circuit.failures, 5);
+	assert_int_equal(c->circuit.open_ms, 30000);
+	assert_int_equal(c->retries, 1);
+	assert_int_equal(c->queue.max, 1024);
+	assert_int_equal(c->queue.timeout_ms, 5000);
+	assert_int_equal(c->ip_limit.count, 100);
+	assert_int_equal(c->ip_limit.period_ms, 60000);
+	assert_int_equal(c->nip_limit_exempt, 0);
+	assert_int_equal(c->ntrusted_proxy, 0);
+	assert_int_equal(c->ndatacenters, 0);
+	assert_int_equal(c->nlistens, 1);
+	assert_string_equal(c->listens[0].text, "0.0.0.0:8080");
+	assert_string_equal(addr_text(&c->listens[0].addr, a, sizeof a), "0.0.0.0");
+	assert_int_equal(addr_port(&c->listens[0].addr), 8080);
+	assert_int_equal(c->listens[0].tls, 0);
+	assert_int_equal(c->nroutes, 1);
+	assert_string_equal(c->routes[0].prefix, "/");
+	assert_int_equal(c->routes[0].auth, CONFIG_AUTH_NONE);
+	config_free(c);
+}
+
+static void
+test_default_admin_allow(void **state)
+{
+	struct config *c = cfg_ok("");
+	struct cidr lo, v6;
+
+	assert_int_equal(cidr_parse("127.0.0.0/8", &lo), 0);
+	assert_int_equal(cidr_parse("::1", &v6), 0);
+	assert_int_equal(c->nadmin_allow, 2);
+	assert_memory_equal(&c->admin_allow[0], &lo, sizeof lo);
+	assert_memory_equal(&c->admin_allow[1], &v6, sizeof v6);
+	config_free(c);
+}
+
+static void
+test_embedded_default_text(void **state)
+{
+	assert_string_equal(config_default_text, "listen 0.0.0.0:8080\n"
+	                                         "strategy round_robin\n"
+	                                         "backend b1 127.0.0.1:5001 weight=2 dc=us-east\n"
+	                                         "backend b2 127.0.0.1:5002 weight=1 dc=eu-west\n"
+	                                         "backend b3 127.0.0.1:5003 weight=1 dc=ap-south\n"
+	                                         "datacenter us-east lat=39.04 lon=-77.49\n"
+	                                         "datacenter eu-west lat=53.35 lon=-6.26\n"
+	                                         "datacenter ap-south lat=1.35 lon=103.82\n"
+	                                         "route / auth=none\n");
+}
+
+static void
+test_embedded_default_loads(void **state)
+{
+	struct config *c = config_load(NULL, NULL, errbuf, sizeof errbuf);
+
+	assert_non_null(c);
+	assert_string_equal(c->file, "");
+	assert_int_equal(c->nlistens, 1);
+	assert_int_equal(addr_port(&c->listens[0].addr), 8080);
+	assert_int_equal(c->nbackends, 3);
+	assert_string_equal(c->backends[0].id, "b1");
+	assert_int_equal(c->backends[0].weight, 2);
+	assert_string_equal(c->backends[0].dc, "us-east");
+	assert_int_equal(c->backends[2].port, 5003);
+	assert_string_equal(c->backends[2].dc, "ap-south");
+	assert_int_equal(c->ndatacenters, 3);
+	assert_string_equal(c->datacenters[1].name, "eu-west");
+	assert_true(c->datacenters[2].lon > 103.81 && c->datacenters[2].lon < 103.83);
+	assert_int_equal(c->nroutes, 1);
+	assert_int_equal(c->routes[0].auth, CONFIG_AUTH_NONE);
+	assert_int_equal(c->routes[0].cache, 0);
+	config_free(c);
+}
+
+static void
+test_embedded_default_with_override(void **state)
+{
+	char *ov[] = {"listen=127.0.0.1:9000", "strategy=ip_hash", NULL};
+	struct config *c = config_load(NULL, ov, errbuf, sizeof errbuf);
+
+	assert_non_null(c);
+	assert_int_equal(c->nlistens, 1);
+	assert_string_equal(c->listens[0].text, "127.0.0.1:9000");
+	assert_int_equal(c->strategy, BALANCE_IP_HASH);
+	config_free(c);
+}
+
+/* ---- listen ---- */
+
+static void
+test_listen_addresses(void **state)
+{
+	struct config *c = cfg_ok("listen 127.0.0.1:9000\nlisten [::1]:8443\nlisten *:81\n"
+	                          "listen :82");
+	char a[64];
+
+	assert_int_equal(c->nlistens, 4);
+	assert_string_equal(addr_text(&c->listens[0].addr, a, sizeof a), "127.0.0.1");
+	assert_int_equal(addr_port(&c->listens[0].addr), 9000);
+	assert_int_equal(c->listens[0].addrlen, sizeof(struct sockaddr_in));
+	assert_int_equal(c->listens[1].addr.ss_family, AF_INET6);
+	assert_string_equal(addr_text(&c->listens[1].addr, a, sizeof a), "::1");
+	assert_int_equal(addr_port(&c->listens[1].addr), 8443);
+	assert_string_equal(c->listens[1].text, "[::1]:8443");
+	assert_string_equal(addr_text(&c->listens[2].addr, a, sizeof a), "0.0.0.0");
+	assert_int_equal(addr_port(&c->listens[2].addr), 81);
+	assert_string_equal(addr_text(&c->listens[3].addr, a, sizeof a), "0.0.0.0");
+	assert_int_equal(addr_port(&c->listens[3].addr), 82);
+	config_free(c);
+}
+
+static void
+test_listen_errors(void **state)
+{
+	cfg_err("listen 127.0.0.1", "t.conf:1: listen: expected HOST:PORT (port 1..65535, IPv6 in "
+	                            "brackets), got \"127.0.0.1\"");
+	cfg_err("listen 1.2.3.4:0", "t.conf:1: listen: expected HOST:PORT (port 1..65535, IPv6 in "
+	                            "brackets), got \"1.2.3.4:0\"");
+	cfg_err("listen localhost:80",
+	        "t.conf:1: listen: \"localhost\" is not a numeric IP address");
+	cfg_err("listen 300.1.1.1:80",
+	        "t.conf:1: listen: \"300.1.1.1\" is not a numeric IP address");
+	cfg_err("\nlisten 0.0.0.0:80\nlisten 0.0.0.0:80",
+	        "t.conf:3: listen: 0.0.0.0:80 is already configured");
+	cfg_err("listen 0.0.0.0:80 ssl", "t.conf:1: listen: expected 'tls' after the address, got "
+	                                 "\"ssl\"");
+	cfg_err("listen", "t.conf:1: listen: wrong number of arguments (usage: listen ADDR:PORT "
+	                  "[tls cert=FILE key=FILE])");
+}
+
+static void
+test_listen_tls(void **state)
+{
+	char cert[64], key[64], text[512];
+	struct config *c;
+
+	temp_file(cert, sizeof cert, "cert");
+	temp_file(key, sizeof key, "key");
+	snprintf(text, sizeof text, "listen 0.0.0.0:8443 tls cert=%s key=%s\nlisten 0.0.0.0:8080",
+	         cert, key);
+	c = cfg_ok(text);
+	assert_int_equal(c->nlistens, 2);
+	assert_int_equal(c->listens[0].tls, 1);
+	assert_string_equal(c->listens[0].cert, cert);
+	assert_string_equal(c->listens[0].key, key);
+	assert_int_equal(c->listens[1].tls, 0);
+	config_free(c);
+
+	snprintf(text, sizeof text, "listen 0.0.0.0:8443 tls cert=%s", cert);
+	cfg_err(text, "t.conf:1: listen: missing option key=");
+	cfg_err("listen 0.0.0.0:8443 tls", "t.conf:1: listen: missing option cert=");
+	snprintf(text, sizeof text, "listen 0.0.0.0:8443 tls cert=%s key=/nonexistent/k.pem", cert);
+	cfg_err(text, "t.conf:1: listen: cannot read key file \"/nonexistent/k.pem\": No such file "
+	              "or directory");
+	snprintf(text, sizeof text, "listen 0.0.0.0:8443 tls cert=/tmp key=%s", key);
+	cfg_err(text, "t.conf:1: listen: cert file \"/tmp\" is not a regular file");
+	snprintf(text, sizeof text, "listen 0.0.0.0:8443 tls cert=%s key=%s ca=x", cert, key);
+	cfg_err(text, "t.conf:1: listen: unknown option 'ca'");
+	unlink(cert);
+	unlink(key);
+}
+
+/* ---- workers, strategy ---- */
+
+static void
+test_workers(void **state)
+{
+	struct config *c = cfg_ok("workers 4");
+
+	assert_int_equal(c->workers, 4);
+	config_free(c);
+	c = cfg_ok("workers auto");
+	assert_int_equal(c->workers, 0);
+	config_free(c);
+	c = cfg_ok("workers 64");
+	assert_int_equal(c->workers, 64);
+	config_free(c);
+	cfg_err("workers 0", "t.conf:1: workers: must be auto or 1..64, got \"0\"");
+	cfg_err("workers 65", "t.conf:1: workers: must be auto or 1..64, got \"65\"");
+	cfg_err("workers many", "t.conf:1: workers: must be auto or 1..64, got \"many\"");
+	cfg_err("workers 1 2",
+	        "t.conf:1: workers: wrong number of arguments (usage: workers auto|1..64)");
+}
+
+static void
+test_strategy(void **state)
+{
+	for (int i = 0; i < BALANCE_COUNT; i++) {
+		char text[64];
+		struct config *c;
+
+		snprintf(text, sizeof text, "strategy %s", balance_strategy_name(i));
+		c = cfg_ok(text);
+		assert_int_equal(c->strategy, i);
+		config_free(c);
+	}
+}
+
+static void
+test_strategy_unknown(void **state)
+{
+	char expect[256];
+
+	snprintf(expect, sizeof expect,
+	         "t.conf:2: strategy: unknown strategy 'fastest' (valid: %s)",
+	         balance_strategy_list());
+	cfg_err("# comment\nstrategy fastest", expect);
+}
+
+/* ---- backend ---- */
+
+static void
+test_backend_full(void **state)
+{
+	struct config *c = raw_ok("backend api-1.x 127.0.0.2:7001 weight=1000 dc=eu max_conns=5\n"
+	                          "backend b2 [::1]:7002\n");
+	char a[64];
+
+	assert_int_equal(c->nbackends, 2);
+	assert_string_equal(c->backends[0].id, "api-1.x");
+	assert_string_equal(c->backends[0].host, "127.0.0.2");
+	assert_int_equal(c->backends[0].port, 7001);
+	assert_string_equal(addr_text(&c->backends[0].addr, a, sizeof a), "127.0.0.2");
+	assert_int_equal(addr_port(&c->backends[0].addr), 7001);
+	assert_int_equal(c->backends[0].addrlen, sizeof(struct sockaddr_in));
+	assert_int_equal(c->backends[0].weight, 1000);
+	assert_string_equal(c->backends[0].dc, "eu");
+	assert_int_equal(c->backends[0].max_conns, 5);
+	assert_string_equal(c->backends[1].host, "::1");
+	assert_int_equal(c->backends[1].addr.ss_family, AF_INET6);
+	assert_int_equal(c->backends[1].weight, 1);
+	assert_int_equal(c->backends[1].max_conns, 256);
+	assert_string_equal(c->backends[1].dc, "");
+	config_free(c);
+}
+
+static void
+test_backend_name_resolves(void **state)
+{
+	struct config *c = raw_ok("backend b1 localhost:5001");
+	char a[64];
+
+	assert_string_equal(c->backends[0].host, "localhost");
+	assert_string_equal(addr_text(&c->backends[0].addr, a, sizeof a), "127.0.0.1");
+	assert_int_equal(addr_port(&c->backends[0].addr), 5001);
+	config_free(c);
+}
+
+static void
+test_backend_unresolvable(void **state)
+{
+	char expect[256];
+
+	snprintf(expect, sizeof expect, "t.conf:1: backend: cannot resolve \"nosuch.invalid\": %s",
+	         gai_strerror(EAI_NONAME));
+	raw_err("backend b1 nosuch.invalid:80", expect);
+	raw_err("backend b1 bad!host:80", "t.conf:1: backend: bad host name \"bad!host\"");
+	raw_err("backend b1 :80", "t.conf:1: backend: bad host name \"\"");
+	raw_err("backend b1 127.0.0.1", "t.conf:1: backend: expected HOST:PORT (port 1..65535, "
+	                                "IPv6 in brackets), got \"127.0.0.1\"");
+}
+
+static void
+test_backend_weight(void **state)
+{
+	raw_err("\n\nbackend b1 127.0.0.1:1 weight=abc",
+	        "t.conf:3: backend: weight must be 1..1000, got \"abc\"");
+	raw_err("backend b1 127.0.0.1:1 weight=0", "t.conf:1: backend: weight must be 1..1000, got "
+	                                           "\"0\"");
+	raw_err("backend b1 127.0.0.1:1 weight=1001",
+	        "t.conf:1: backend: weight must be 1..1000, got \"1001\"");
+	raw_err("backend b1 127.0.0.1:1 weight=", "t.conf:1: backend: weight must be 1..1000, got "
+	                                          "\"\"");
+}
+
+static void
+test_backend_max_conns(void **state)
+{
+	struct config *c = raw_ok("backend b1 127.0.0.1:1 max_conns=100000");
+
+	assert_int_equal(c->backends[0].max_conns, 100000);
+	config_free(c);
+	raw_err("backend b1 127.0.0.1:1 max_conns=0",
+	        "t.conf:1: backend: max_conns must be 1..100000, got \"0\"");
+	raw_err("backend b1 127.0.0.1:1 max_conns=-5",
+	        "t.conf:1: backend: max_conns must be 1..100000, got \"-5\"");
+}
+
+static void
+test_backend_options_errors(void **state)
+{
+	raw_err("backend b1 127.0.0.1:1 wieght=2", "t.conf:1: backend: unknown option 'wieght'");
+	raw_err("backend b1 127.0.0.1:1 heavy", "t.conf:1: backend: expected key=value, got "
+	                                        "\"heavy\"");
+	raw_err("backend b1 127.0.0.1:1 =2", "t.conf:1: backend: expected key=value, got \"=2\"");
+	raw_err("backend b1 127.0.0.1:1 weight=2 weight=3",
+	        "t.conf:1: backend: option 'weight' given twice");
+	raw_err(
+	    "backend b1 127.0.0.1:1 dc=us/east",
+	    "t.conf:1: backend: dc must be 1..63 characters of [A-Za-z0-9._-], got \"us/east\"");
+	raw_err("backend b1", "t.conf:1: backend: wrong number of arguments (usage: backend ID "
+	                      "HOST:PORT [weight=N] [dc=NAME] [max_conns=N])");
+}
+
+static void
+test_backend_ids(void **state)
+{
+	char text[256], expect[256], id[70];
+
+	raw_err("backend b1 127.0.0.1:1\nbackend b1 127.0.0.1:2",
+	        "t.conf:2: backend: duplicate id 'b1'");
+	raw_err("backend b/1 127.0.0.1:1",
+	        "t.conf:1: backend: id must be 1..63 characters of [A-Za-z0-9._-], got \"b/1\"");
+	raw_err("backend \"\" 127.0.0.1:1",
+	        "t.conf:1: backend: id must be 1..63 characters of [A-Za-z0-9._-], got \"\"");
+	memset(id, 'a', 64);
+	id[64] = '\0';
+	snprintf(text, sizeof text, "backend %s 127.0.0.1:1", id);
+	snprintf(expect, sizeof expect,
+	         "t.conf:1: backend: id must be 1..63 characters of [A-Za-z0-9._-], got \"%s\"",
+	         id);
+	raw_err(text, expect);
+	id[63] = '\0';
+	snprintf(text, sizeof text, "backend %s 127.0.0.1:1", id);
+	config_free(raw_ok(text));
+}
+
+static void
+test_backend_required(void **state)
+{
+	raw_err("", "t.conf: at least one 'backend' is required");
+	raw_err("# nothing\nworkers 2\n", "t.conf: at least one 'backend' is required");
+}
+
+/* ---- datacenter ---- */
+
+static void
+test_datacenter(void **state)
+{
+	struct config *c = cfg_ok("datacenter us-east lat=39.04 lon=-77.49\n"
+	                          "datacenter south lat=-90 lon=180");
+
+	assert_int_equal(c->ndatacenters, 2);
+	assert_string_equal(c->datacenters[0].name, "us-east");
+	assert_true(c->datacenters[0].lat > 39.03 && c->datacenters[0].lat < 39.05);
+	assert_true(c->datacenters[0].lon > -77.5 && c->datacenters[0].lon < -77.48);
+	assert_true(c->datacenters[1].lat == -90.0);
+	assert_true(c->datacenters[1].lon == 180.0);
+	config_free(c);
+}
+
+static void
+test_datacenter_errors(void **state)
+{
+	cfg_err("datacenter x lat=91 lon=0", "t.conf:1: datacenter: lat must be a number from -90 "
+	                                     "to 90, got \"91\"");
+	cfg_err("datacenter x lat=0 lon=-180.01",
+	        "t.conf:1: datacenter: lon must be a number from -180 to 180, got \"-180.01\"");
+	cfg_err("datacenter x lat=1", "t.conf:1: datacenter: missing option lon=");
+	cfg_err("datacenter x lon=1", "t.conf:1: datacenter: missing option lat=");
+	cfg_err("datacenter x lat=north lon=1",
+	        "t.conf:1: datacenter: lat must be a number from -90 to 90, got \"north\"");
+	cfg_err("datacenter x lat=1 lon=1\ndatacenter x lat=2 lon=2",
+	        "t.conf:2: datacenter: duplicate name 'x'");
+	cfg_err(
+	    "datacenter a:b lat=1 lon=1",
+	    "t.conf:1: datacenter: name must be 1..63 characters of [A-Za-z0-9._-], got \"a:b\"");
+}
+
+static void
+test_backend_dc_declared(void **state)
+{
+	/* datacenters may come after the backends that name them */
+	struct config *c = raw_ok("backend b1 127.0.0.1:1 dc=eu\n"
+	                          "datacenter eu lat=1 lon=1\n");
+
+	assert_string_equal(c->backends[0].dc, "eu");
+	config_free(c);
+	raw_err("backend b1 127.0.0.1:1 dc=eu\n"
+	        "backend b2 127.0.0.1:2 dc=us\n"
+	        "datacenter eu lat=1 lon=1\n",
+	        "t.conf:2: backend: dc 'us' is not a declared datacenter");
+	/* a label only, when no datacenter is declared */
+	c = raw_ok("backend b1 127.0.0.1:1 dc=anything");
+	config_free(c);
+	/* backends without dc are fine beside datacenters */
+	c = raw_ok("backend b1 127.0.0.1:1\ndatacenter eu lat=1 lon=1");
+	config_free(c);
+}
+
+/* ---- timeouts, limits, health_check, circuit, retries, queue ---- */
+
+static void
+test_timeouts(void **state)
+{
+	struct config *c = cfg_ok("timeouts connect=500ms client_idle=5m");
+
+	assert_int_equal(c->timeouts.connect_ms, 500);
+	assert_int_equal(c->timeouts.response_ms, 30000);
+	assert_int_equal(c->timeouts.client_header_ms, 10000);
+	assert_int_equal(c->timeouts.client_idle_ms, 300000);
+	config_free(c);
+	c = cfg_ok("timeouts connect=1s response=1m client_header=2s client_idle=1h");
+	assert_int_equal(c->timeouts.response_ms, 60000);
+	assert_int_equal(c->timeouts.client_header_ms, 2000);
+	assert_int_equal(c->timeouts.client_idle_ms, 3600000);
+	config_free(c);
+}
+
+static void
+test_timeouts_errors(void **state)
+{
+	cfg_err("timeouts connect=10", "t.conf:1: timeouts: connect must be a duration from 1ms to "
+	                               "365d (500ms, 10s, 5m, 1h, 7d), got \"10\"");
+	cfg_err("timeouts response=0s", "t.conf:1: timeouts: response must be a duration from 1ms "
+	                                "to 365d (500ms, 10s, 5m, 1h, 7d), got \"0s\"");
+	cfg_err("timeouts client_idle=366d",
+	        "t.conf:1: timeouts: client_idle must be a duration from 1ms to 365d (500ms, 10s, "
+	        "5m, 1h, 7d), got \"366d\"");
+	cfg_err("timeouts read=1s", "t.conf:1: timeouts: unknown option 'read'");
+	cfg_err("timeouts", "t.conf:1: timeouts: wrong number of arguments (usage: timeouts "
+	                    "[connect=D] [response=D] [client_header=D] [client_idle=D])");
+}
+
+static void
+test_limits(void **state)
+{
+	struct config *c = cfg_ok("limits header=64KB headers=256 body=10mb uri=16kb");
+
+	assert_int_equal(c->limits.header, 64 * 1024);
+	assert_int_equal(c->limits.headers, 256);
+	assert_int_equal(c->limits.body, 10 * 1024 * 1024);
+	assert_int_equal(c->limits.uri, 16 * 1024);
+	config_free(c);
+	c = cfg_ok("limits body=0 header=1k uri=256");
+	assert_int_equal(c->limits.body, 0);
+	assert_int_equal(c->limits.header, 1024);
+	assert_int_equal(c->limits.uri, 256);
+	config_free(c);
+}
+
+static void
+test_limits_errors(void **state)
+{
+	cfg_err("limits headers=257", "t.conf:1: limits: headers must be 1..256, got \"257\"");
+	cfg_err("limits headers=0", "t.conf:1: limits: headers must be 1..256, got \"0\"");
+	cfg_err("limits header=512",
+	        "t.conf:1: limits: header must be a size from 1kb to 1mb (512, "
+	        "64kb, 1mb, 1gb), got \"512\"");
+	cfg_err("limits uri=255",
+	        "t.conf:1: limits: uri must be a size from 256 to 1mb (512, 64kb, "
+	        "1mb, 1gb), got \"255\"");
+	cfg_err("limits body=1.5mb", "t.conf:1: limits: body must be a size from 0 to 1024gb (512, "
+	                             "64kb, 1mb, 1gb), got \"1.5mb\"");
+	cfg_err("limits header=16kb uri=16kb",
+	        "t.conf:1: limits: uri (16kb) must be smaller than header (16kb)");
+	/* the default uri (8kb) against a smaller header */
+	cfg_err("limits header=4kb",
+	        "t.conf:1: limits: uri (8kb) must be smaller than header (4kb)");
+}
+
+static void
+test_health_check(void **state)
+{
+	struct config *c = cfg_ok("health_check path=/status?full=1 interval=5s timeout=1s rise=3 "
+	                          "fall=4");
+
+	assert_string_equal(c->health.path, "/status?full=1");
+	assert_int_equal(c->health.interval_ms, 5000);
+	assert_int_equal(c->health.timeout_ms, 1000);
+	assert_int_equal(c->health.rise, 3);
+	assert_int_equal(c->health.fall, 4);
+	config_free(c);
+}
+
+static void
+test_health_check_errors(void **state)
+{
+	cfg_err("health_check path=health", "t.conf:1: health_check: path must be a path starting "
+	                                    "with '/' without blanks (at most 511 bytes), got "
+	                                    "\"health\"");
+	cfg_err("health_check path=\"/a b\"",
+	        "t.conf:1: health_check: path must be a path starting "
+	        "with '/' without blanks (at most 511 bytes), got "
+	        "\"/a b\"");
+	cfg_err("health_check interval=2s",
+	        "t.conf:1: health_check: timeout (2s) must be shorter than interval (2s)");
+	cfg_err("health_check timeout=15s",
+	        "t.conf:1: health_check: timeout (15s) must be shorter than interval (10s)");
+	cfg_err("health_check rise=0", "t.conf:1: health_check: rise must be 1..100, got \"0\"");
+	cfg_err("health_check fall=101",
+	        "t.conf:1: health_check: fall must be 1..100, got \"101\"");
+}
+
+static void
+test_circuit(void **state)
+{
+	struct config *c = cfg_ok("circuit failures=3 open=1m");
+
+	assert_int_equal(c->circuit.failures, 3);
+	assert_int_equal(c->circuit.open_ms, 60000);
+	config_free(c);
+	cfg_err("circuit failures=0", "t.conf:1: circuit: failures must be 1..1000, got \"0\"");
+	cfg_err("circuit open=never", "t.conf:1: circuit: open must be a duration from 1ms to 365d "
+	                              "(500ms, 10s, 5m, 1h, 7d), got \"never\"");
+}
+
+static void
+test_retries(void **state)
+{
+	struct config *c = cfg_ok("retries 0");
+
+	assert_int_equal(c->retries, 0);
+	config_free(c);
+	c = cfg_ok("retries 10");
+	assert_int_equal(c->retries, 10);
+	config_free(c);
+	cfg_err("retries 11", "t.conf:1: retries: count must be 0..10, got \"11\"");
+	cfg_err("retries", "t.conf:1: retries: wrong number of arguments (usage: retries 0..10)");
+}
+
+static void
+test_queue(void **state)
+{
+	struct config *c = cfg_ok("queue max=0 timeout=250ms");
+
+	assert_int_equal(c->queue.max, 0);
+	assert_int_equal(c->queue.timeout_ms, 250);
+	config_free(c);
+	cfg_err("queue max=1000001", "t.conf:1: queue: max must be 0..1000000, got \"1000001\"");
+	cfg_err("queue depth=5", "t.conf:1: queue: unknown option 'depth'");
+}
+
+/* ---- ip_limit and CIDR lists ---- */
+
+static void
+test_ip_limit(void **state)
+{
+	struct config *c = cfg_ok("ip_limit 10/s");
+
+	assert_int_equal(c->ip_limit.count, 10);
+	assert_int_equal(c->ip_limit.period_ms, 1000);
+	config_free(c);
+	c = cfg_ok("ip_limit 500/5m");
+	assert_int_equal(c->ip_limit.count, 500);
+	assert_int_equal(c->ip_limit.period_ms, 300000);
+	config_free(c);
+	cfg_err("ip_limit 0/60s", "t.conf:1: ip_limit: rate must be a rate N/DURATION (100/60s, "
+	                          "5/m), got \"0/60s\"");
+	cfg_err("ip_limit 100",
+	        "t.conf:1: ip_limit: rate must be a rate N/DURATION (100/60s, 5/m), "
+	        "got \"100\"");
+}
+
+static void
+test_cidr_lists(void **state)
+{
+	struct config *c = cfg_ok("ip_limit_exempt 10.0.0.0/8 192.168.0.0/16\n"
+	                          "ip_limit_exempt 2001:db8::/32\n"
+	                          "trusted_proxy 127.0.0.1\n"
+	                          "admin_allow 10.1.2.3/32");
+	struct cidr x;
+
+	assert_int_equal(c->nip_limit_exempt, 3);
+	assert_int_equal(cidr_parse("2001:db8::/32", &x), 0);
+	assert_memory_equal(&c->ip_limit_exempt[2], &x, sizeof x);
+	assert_int_equal(c->ntrusted_proxy, 1);
+	assert_int_equal(cidr_parse("127.0.0.1/32", &x), 0);
+	assert_memory_equal(&c->trusted_proxy[0], &x, sizeof x);
+	/* an explicit admin_allow replaces the loopback default */
+	assert_int_equal(c->nadmin_allow, 1);
+	assert_int_equal(cidr_parse("10.1.2.3", &x), 0);
+	assert_memory_equal(&c->admin_allow[0], &x, sizeof x);
+	config_free(c);
+}
+
+static void
+test_cidr_errors(void **state)
+{
+	cfg_err("trusted_proxy 10.0.0.0/33", "t.conf:1: trusted_proxy: expected an address or CIDR "
+	                                     "(10.0.0.0/8, ::1), got \"10.0.0.0/33\"");
+	cfg_err("admin_allow 127.0.0.0/8 localhost",
+	        "t.conf:1: admin_allow: expected an address or CIDR (10.0.0.0/8, ::1), got "
+	        "\"localhost\"");
+	cfg_err("ip_limit_exempt", "t.conf:1: ip_limit_exempt: wrong number of arguments (usage: "
+	                           "ip_limit_exempt CIDR...)");
+}
+
+/* ---- routes ---- */
+
+static void
+test_routes_sorted_and_matched(void **state)
+{
+	struct config *c = cfg_ok("route / auth=none\n"
+	                          "route /api auth=off forward_auth=on\n"
+	                          "route /api/v2/ auth=none\n"
+	                          "route /static");
+	const struct config_route *r;
+
+	assert_int_equal(c->nroutes, 4);
+	assert_string_equal(c->routes[0].prefix, "/api/v2/");
+	assert_string_equal(c->routes[1].prefix, "/static");
+	assert_string_equal(c->routes[2].prefix, "/api");
+	assert_string_equal(c->routes[3].prefix, "/");
+	assert_int_equal(c->routes[2].prefix_len, 4);
+	assert_int_equal(c->routes[2].auth, CONFIG_AUTH_OFF);
+	assert_int_equal(c->routes[2].forward_auth, 1);
+	assert_int_equal(c->routes[1].auth, CONFIG_AUTH_NONE);
+	assert_int_equal(c->routes[1].forward_auth, 0);
+
+	r = config_route_match(c, "/api/v2/users", strlen("/api/v2/users"));
+	assert_string_equal(r->prefix, "/api/v2/");
+	r = config_route_match(c, "/api/v2", strlen("/api/v2"));
+	assert_string_equal(r->prefix, "/api");
+	/* plain byte prefix: /apix belongs to /api */
+	r = config_route_match(c, "/apix", 5);
+	assert_string_equal(r->prefix, "/api");
+	r = config_route_match(c, "/other", 6);
+	assert_string_equal(r->prefix, "/");
+	/* only len bytes are looked at */
+	r = config_route_match(c, "/api/v2/users", 4);
+	assert_string_equal(r->prefix, "/api");
+	config_free(c);
+}
+
+static void
+test_route_no_match(void **state)
+{
+	struct config *c = cfg_ok("route /api");
+
+	assert_int_equal(c->nroutes, 1);
+	assert_null(config_route_match(c, "/", 1));
+	assert_null(config_route_match(c, "/ap", 3));
+	assert_non_null(config_route_match(c, "/api", 4));
+	config_free(c);
+}
+
+static void
+test_route_errors(void **state)
+{
+	cfg_err("route api", "t.conf:1: route: prefix must be a path starting with '/' without "
+	                     "blanks (at most 511 bytes), got \"api\"");
+	cfg_err("route /a\nroute /a auth=off", "t.conf:2: route: /a is already configured");
+	cfg_err("route /a auth=public", "t.conf:1: route: auth must be off, none, jwt, apikey or "
+	                                "any, got \"public\"");
+	cfg_err("route /a forward_auth=maybe",
+	        "t.conf:1: route: forward_auth must be on or off, got \"maybe\"");
+	cfg_err("route /a cache=off ttl=5s", "t.conf:1: route: unknown option 'ttl'");
+}
+
+static void
+test_route_later_features(void **state)
+{
+	struct config *c = cfg_ok("route /a cache=off");
+
+	assert_int_equal(c->routes[0].cache, 0);
+	config_free(c);
+	cfg_err("route /api/v2/ auth=jwt", "t.conf:1: route: auth=jwt is not supported yet");
+	cfg_err("route /a auth=apikey", "t.conf:1: route: auth=apikey is not supported yet");
+	cfg_err("route /a auth=any", "t.conf:1: route: auth=any is not supported yet");
+	cfg_err("route /a min_tier=premium", "t.conf:1: route: min_tier= is not supported yet");
+	cfg_err("route / auth=none cache=on", "t.conf:1: route: cache=on is not supported yet");
+}
+
+/* ---- the language ---- */
+
+static void
+test_later_directives_refused(void **state)
+{
+	static const char *const names[] = {
+	    "control", "publish",    "database",    "redis",    "redis_failure",
+	    "cache",   "tier",       "ban",         "jwt",      "register_tiers",
+	    "geo_db",  "geo_static", "geo_default", "geo_mode", "geo_http",
+	};
+
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		char text[128], expect[128];
+
+		snprintf(text, sizeof text, "\n%s some value", names[i]);
+		snprintf(expect, sizeof expect, "t.conf:2: '%s' is not supported yet", names[i]);
+		cfg_err(text, expect);
+		snprintf(text, sizeof text, "%s", names[i]);
+		snprintf(expect, sizeof expect, "t.conf:1: '%s' is not supported yet", names[i]);
+		cfg_err(text, expect);
+	}
+}
+
+static void
+test_unknown_directive(void **state)
+{
+	cfg_err("# top\n\n   foo bar=1", "t.conf:3: unknown directive 'foo'");
+	cfg_err("Listen 0.0.0.0:80", "t.conf:1: unknown directive 'Listen'");
+}
+
+static void
+test_duplicates_refused(void **state)
+{
+	static const char *const lines[] = {
+	    "workers 2",       "strategy weighted",   "timeouts connect=1s",
+	    "limits body=2mb", "health_check rise=3", "circuit failures=2",
+	    "retries 2",       "queue max=5",         "ip_limit 5/s",
+	};
+
+	for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++) {
+		char text[128], expect[128], name[32];
+
+		snprintf(text, sizeof text, "%s\n# again\n%s", lines[i], lines[i]);
+		sscanf(lines[i], "%31s", name);
+		snprintf(expect, sizeof expect, "t.conf:3: '%s' given twice (first at t.conf:1)",
+		         name);
+		cfg_err(text, expect);
+	}
+}
+
+static void
+test_comments_blanks_crlf(void **state)
+{
+	struct config *c = cfg_ok("# gatewayd.conf\r\n"
+	                          "\r\n"
+	                          "   \t\n"
+	                          "workers 3   # three\r\n"
+	                          "retries 2#glued comment\n"
+	                          "route \"/with#hash\"");
+
+	assert_int_equal(c->workers, 3);
+	assert_int_equal(c->retries, 2);
+	assert_string_equal(c->routes[0].prefix, "/with#hash");
+	config_free(c);
+	cfg_err("\n\nroute \"/open", "t.conf:3: unterminated quote or more than 32 words");
+}
+
+static void
+test_too_many_words(void **state)
+{
+	char text[512] = "ip_limit_exempt";
+
+	for (int i = 0; i < 32; i++)
+		strcat(text, " 10.0.0.1");
+	cfg_err(text, "t.conf:1: unterminated quote or more than 32 words");
+}
+
+/* ---- -d overrides ---- */
+
+static void
+test_override_replaces_every_line(void **state)
+{
+	char *ov[] = {"backend=b9 127.0.0.1:7001", "listen=127.0.0.1:9000", NULL};
+	struct config *c = load_ov("listen 0.0.0.0:80\nlisten 0.0.0.0:81\n"
+	                           "backend b1 127.0.0.1:1\nbackend b2 127.0.0.1:2\nretries 3",
+	                           ov);
+
+	assert_non_null(c);
+	assert_int_equal(c->nbackends, 1);
+	assert_string_equal(c->backends[0].id, "b9");
+	assert_int_equal(c->backends[0].port, 7001);
+	assert_int_equal(c->nlistens, 1);
+	assert_string_equal(c->listens[0].text, "127.0.0.1:9000");
+	assert_int_equal(c->retries, 3);
+	config_free(c);
+}
+
+static void
+test_override_appends_and_repeats(void **state)
+{
+	char *ov[] = {"strategy=ip_hash", "backend=a 127.0.0.1:1", "backend=b 127.0.0.1:2",
+	              "timeouts=connect=1s response=2s", NULL};
+	struct config *c = load_ov("backend old 127.0.0.1:9\n", ov);
+
+	assert_non_null(c);
+	assert_int_equal(c->strategy, BALANCE_IP_HASH);
+	assert_int_equal(c->nbackends, 2);
+	assert_string_equal(c->backends[0].id, "a");
+	assert_string_equal(c->backends[1].id, "b");
+	assert_int_equal(c->timeouts.connect_ms, 1000);
+	assert_int_equal(c->timeouts.response_ms, 2000);
+	config_free(c);
+}
+
+static void
+test_override_replaces_broken_line(void **state)
+{
+	char *ov[] = {"workers=2", NULL};
+	struct config *c = load_ov("workers lots\nbackend b 127.0.0.1:1", ov);
+
+	assert_non_null(c);
+	assert_int_equal(c->workers, 2);
+	config_free(c);
+}
+
+static void
+test_override_errors(void **state)
+{
+	char *bad_value[] = {"strategy=fastest", NULL};
+	char *no_eq[] = {"workers", NULL};
+	char *bad_key[] = {"work ers=2", NULL};
+	char *unknown[] = {"wrokers=2", NULL};
+	char *twice[] = {"workers=2", "workers=3", NULL};
+	char *later[] = {"database=sqlite:x.db", NULL};
+	char expect[256];
+
+	snprintf(expect, sizeof expect,
+	         "-d strategy=fastest: strategy: unknown strategy 'fastest' (valid: %s)",
+	         balance_strategy_list());
+	assert_null(load_ov("strategy round_robin" TAIL, bad_value));
+	assert_string_equal(errbuf, expect);
+	assert_null(load_ov(TAIL, no_eq));
+	assert_string_equal(errbuf, "-d workers: expected KEY=VALUE");
+	assert_null(load_ov(TAIL, bad_key));
+	assert_string_equal(errbuf, "-d work ers=2: expected KEY=VALUE");
+	assert_null(load_ov(TAIL, unknown));
+	assert_string_equal(errbuf, "-d wrokers=2: unknown directive 'wrokers'");
+	assert_null(load_ov(TAIL, twice));
+	assert_string_equal(errbuf, "-d workers=3: 'workers' given twice (first at -d workers=2)");
+	assert_null(load_ov(TAIL, later));
+	assert_string_equal(errbuf, "-d database=sqlite:x.db: 'database' is not supported yet");
+}
+
+static void
+test_override_backend_dc_error_location(void **state)
+{
+	char *ov[] = {"backend=b1 127.0.0.1:1 dc=nowhere", NULL};
+
+	assert_null(load_ov("datacenter eu lat=1 lon=2\n", ov));
+	assert_string_equal(errbuf, "-d backend=b1 127.0.0.1:1 dc=nowhere: backend: dc 'nowhere' "
+	                            "is not a declared datacenter");
+}
+
+/* ---- files ---- */
+
+static void
+test_load_file(void **state)
+{
+	char path[64], expect[256];
+	struct config *c;
+
+	temp_file(path, sizeof path, "# test\nworkers 2\nbackend b1 127.0.0.1:5001\n");
+	c = config_load(path, NULL, errbuf, sizeof errbuf);
+	assert_non_null(c);
+	assert_string_equal(c->file, path);
+	assert_int_equal(c->workers, 2);
+	config_free(c);
+	unlink(path);
+
+	temp_file(path, sizeof path, "workers 2\nbackend b1 127.0.0.1:5001 weight=abc\n");
+	assert_null(config_load(path, NULL, errbuf, sizeof errbuf));
+	snprintf(expect, sizeof expect, "%s:2: backend: weight must be 1..1000, got \"abc\"", path);
+	assert_string_equal(errbuf, expect);
+	unlink(path);
+}
+
+static void
+test_load_file_errors(void **state)
+{
+	char path[64], expect[256];
+	int fd;
+
+	assert_null(config_load("/nonexistent/gatewayd.conf", NULL, errbuf, sizeof errbuf));
+	assert_string_equal(errbuf, "/nonexistent/gatewayd.conf: No such file or directory");
+
+	snprintf(path, sizeof path, "/tmp/test_config.XXXXXX");
+	fd = mkstemp(path);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "workers 2\n\0\n", 12), 12);
+	close(fd);
+	assert_null(config_load(path, NULL, errbuf, sizeof errbuf));
+	snprintf(expect, sizeof expect, "%s: contains a NUL byte", path);
+	assert_string_equal(errbuf, expect);
+	unlink(path);
+}
+
+static void
+test_small_error_buffer(void **state)
+{
+	char small[12];
+	struct config *c;
+
+	c = config_load_text("t.conf", "workers 0" TAIL, NULL, small, sizeof small);
+	assert_null(c);
+	assert_string_equal(small, "t.conf:1: w");
+	/* no buffer at all is allowed too */
+	assert_null(config_load_text("t.conf", "workers 0" TAIL, NULL, NULL, 0));
+}
+
+static void
+test_auth_names_and_free(void **state)
+{
+	assert_string_equal(config_auth_name(CONFIG_AUTH_OFF), "off");
+	assert_string_equal(config_auth_name(CONFIG_AUTH_NONE), "none");
+	assert_string_equal(config_auth_name(CONFIG_AUTH_JWT), "jwt");
+	assert_string_equal(config_auth_name(CONFIG_AUTH_APIKEY), "apikey");
+	assert_string_equal(config_auth_name(CONFIG_AUTH_ANY), "any");
+	assert_string_equal(config_auth_name((enum config_auth)42), "unknown");
+	config_free(NULL);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_defaults),
+	    cmocka_unit_test(test_default_admin_allow),
+	    cmocka_unit_test(test_embedded_default_text),
+	    cmocka_unit_test(test_embedded_default_loads),
+	    cmocka_unit_test(test_embedded_default_with_override),
+	    cmocka_unit_test(test_listen_addresses),
+	    cmocka_unit_test(test_listen_errors),
+	    cmocka_unit_test(test_listen_tls),
+	    cmocka_unit_test(test_workers),
+	    cmocka_unit_test(test_strategy),
+	    cmocka_unit_test(test_strategy_unknown),
+	    cmocka_unit_test(test_backend_full),
+	    cmocka_unit_test(test_backend_name_resolves),
+	    cmocka_unit_test(test_backend_unresolvable),
+	    cmocka_unit_test(test_backend_weight),
+	    cmocka_unit_test(test_backend_max_conns),
+	    cmocka_unit_test(test_backend_options_errors),
+	    cmocka_unit_test(test_backend_ids),
+	    cmocka_unit_test(test_backend_required),
+	    cmocka_unit_test(test_datacenter),
+	    cmocka_unit_test(test_datacenter_errors),
+	    cmocka_unit_test(test_backend_dc_declared),
+	    cmocka_unit_test(test_timeouts),
+	    cmocka_unit_test(test_timeouts_errors),
+	    cmocka_unit_test(test_limits),
+	    cmocka_unit_test(test_limits_errors),
+	    cmocka_unit_test(test_health_check),
+	    cmocka_unit_test(test_health_check_errors),
+	    cmocka_unit_test(test_circuit),
+	    cmocka_unit_test(test_retries),
+	    cmocka_unit_test(test_queue),
+	    cmocka_unit_test(test_ip_limit),
+	    cmocka_unit_test(test_cidr_lists),
+	    cmocka_unit_test(test_cidr_errors),
+	    cmocka_unit_test(test_routes_sorted_and_matched),
+	    cmocka_unit_test(test_route_no_match),
+	    cmocka_unit_test(test_route_errors),
+	    cmocka_unit_test(test_route_later_features),
+	    cmocka_unit_test(test_later_directives_refused),
+	    cmocka_unit_test(test_unknown_directive),
+	    cmocka_unit_test(test_duplicates_refused),
+	    cmocka_unit_test(test_comments_blanks_crlf),
+	    cmocka_unit_test(test_too_many_words),
+	    cmocka_unit_test(test_override_replaces_every_line),
+	    cmocka_unit_test(test_override_appends_and_repeats),
+	    cmocka_unit_test(test_override_replaces_broken_line),
+	    cmocka_unit_test(test_override_errors),
+	    cmocka_unit_test(test_override_backend_dc_error_location),
+	    cmocka_unit_test(test_load_file),
+	    cmocka_unit_test(test_load_file_errors),
+	    cmocka_unit_test(test_small_error_buffer),
+	    cmocka_unit_test(test_auth_names_and_free),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
