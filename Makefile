@@ -28,7 +28,7 @@ FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BIN := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
 DEPS_STAMP := $(BUILD)/.deps-ok
 
-.PHONY: all deps test unit e2e fuzz fuzz-long asan run install clean format lint
+.PHONY: all deps test unit e2e fuzz fuzz-build fuzz-long asan run install clean format lint
 
 all: bin/gatewayd bin/mockbackend
 
@@ -74,6 +74,8 @@ FUZZ_CFLAGS := -std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOUR
 $(BUILD)/fuzz/%: tests/fuzz/%.c $(SHARED_SRC) $(GW_SRC) | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) -o $@ $< $(SHARED_SRC) $(GW_SRC) $(LDLIBS)
+
+fuzz-build: $(FUZZ_BIN)
 
 fuzz: $(FUZZ_BIN)
 	@for f in $(FUZZ_BIN); do n=$$(basename $$f); mkdir -p $(BUILD)/fuzz/corpus-$$n; \
