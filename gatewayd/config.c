@@ -316,25 +316,24 @@ config_parse_auth(const char *s, enum config_auth *out)
 }
 
 /*
- * Open, not access(): it answers for the effective user and the real open call, and
- * O_NONBLOCK keeps a FIFO given by mistake from hanging the load.
+ * stat() first, so that a device or a FIFO named by mistake is refused without being
+ * opened; then open(), not access(): it answers for the user that will read the file.
  */
 static int
 config_check_file(struct config_parser *p, const struct config_directive *d,
                   const struct config_opt *o, const char *path)
 {
 	struct stat st;
-	int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-	int isreg;
+	int fd;
 
+	if (stat(path, &st) == 0 && !S_ISREG(st.st_mode))
+		return config_error(p, "%s: %s file \"%s\" is not a regular file", d->name, o->key,
+		                    path);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return config_error(p, "%s: cannot read %s file \"%s\": %s", d->name, o->key, path,
 		                    strerror(errno));
-	isreg = fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
 	close(fd);
-	if (!isreg)
-		return config_error(p, "%s: %s file \"%s\" is not a regular file", d->name, o->key,
-		                    path);
 	return 0;
 }
 
