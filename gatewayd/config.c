@@ -600,6 +600,8 @@ config_dir_backend(struct config_parser *p, const struct config_directive *d, ch
 	for (int i = 0; i < c->nbackends; i++)
 		if (strcmp(c->backends[i].id, b.id) == 0)
 			return config_error(p, "backend: duplicate id '%s'", b.id);
+	if (c->nbackends >= BALANCE_MAX_TARGETS)
+		return config_error(p, "backend: at most %d backends", BALANCE_MAX_TARGETS);
 	util_strlcpy(b.host, a.host, sizeof b.host);
 	b.port = a.port;
 	b.addr = a.addr;

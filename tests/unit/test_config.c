@@ -467,6 +467,26 @@ test_backend_ids(void **state)
 }
 
 static void
+test_backend_count_limit(void **state)
+{
+	size_t len = (BALANCE_MAX_TARGETS + 1) * 32;
+	char *text = malloc(len), expect[64];
+	size_t n = 0;
+	struct config *c;
+
+	for (int i = 0; i < BALANCE_MAX_TARGETS; i++)
+		n += (size_t)snprintf(text + n, len - n, "backend b%d 127.0.0.1:%d\n", i, 1000 + i);
+	c = raw_ok(text);
+	assert_int_equal(c->nbackends, BALANCE_MAX_TARGETS);
+	config_free(c);
+	snprintf(text + n, len - n, "backend extra 127.0.0.1:1\n");
+	snprintf(expect, sizeof expect, "t.conf:%d: backend: at most %d backends",
+	         BALANCE_MAX_TARGETS + 1, BALANCE_MAX_TARGETS);
+	raw_err(text, expect);
+	free(text);
+}
+
+static void
 test_backend_required(void **state)
 {
 	raw_err("", "t.conf: at least one 'backend' is required");
@@ -1009,6 +1029,23 @@ test_load_file_errors(void **state)
 	unlink(path);
 }
 
+/* The shipped example must keep loading; tests run from the top of the tree. */
+static void
+test_example_file_loads(void **state)
+{
+	struct config *c;
+
+	if (access("etc/gatewayd.conf.example", R_OK) != 0)
+		skip();
+	c = config_load("etc/gatewayd.conf.example", NULL, errbuf, sizeof errbuf);
+	if (c == NULL)
+		fail_msg("%s", errbuf);
+	assert_int_equal(c->nbackends, 3);
+	assert_int_equal(c->ndatacenters, 3);
+	assert_int_equal(c->nroutes, 2);
+	config_free(c);
+}
+
 static void
 test_small_error_buffer(void **state)
 {
@@ -1056,6 +1093,7 @@ main(void)
 	    cmocka_unit_test(test_backend_max_conns),
 	    cmocka_unit_test(test_backend_options_errors),
 	    cmocka_unit_test(test_backend_ids),
+	    cmocka_unit_test(test_backend_count_limit),
 	    cmocka_unit_test(test_backend_required),
 	    cmocka_unit_test(test_datacenter),
 	    cmocka_unit_test(test_datacenter_errors),
@@ -1088,6 +1126,7 @@ main(void)
 	    cmocka_unit_test(test_override_backend_dc_error_location),
 	    cmocka_unit_test(test_load_file),
 	    cmocka_unit_test(test_load_file_errors),
+	    cmocka_unit_test(test_example_file_loads),
 	    cmocka_unit_test(test_small_error_buffer),
 	    cmocka_unit_test(test_auth_names_and_free),
 	};
