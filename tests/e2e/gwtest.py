@@ -36,6 +36,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -76,6 +77,11 @@ class ProtocolError(Exception):
 
 class ProcessDied(Exception):
     """A process we started exited while we were waiting for it."""
+
+
+def wrap_argv(argv):
+    """Prefixes GWTEST_WRAP (e.g. "valgrind -q --log-file=/tmp/vg.%p") to a command line."""
+    return shlex.split(os.environ.get('GWTEST_WRAP', '')) + list(argv)
 
 
 def timeout(seconds):
@@ -913,7 +919,7 @@ class Backend:
         argv = [MOCKBACKEND, '--port', str(self.port), '--id', self.id, '--host', self.host]
         deadline = time.monotonic() + timeout
         while True:
-            self.proc = Proc('mockbackend-' + self.id, argv + self.args, self.logdir)
+            self.proc = Proc('mockbackend-' + self.id, wrap_argv(argv + self.args), self.logdir)
             self.starts += 1
             try:
                 m = self.proc.wait_log(r'listening on \S+:(\d+)', timeout)
@@ -1077,7 +1083,7 @@ class GatewayTestCase(unittest.TestCase):
     Everything it starts is stopped by PID in a cleanup that runs even when the test or a
     subclass's setUp/tearDown fails. On failure, the processes' stderr is reported (run.py
     prints it after the traceback; other runners get it on stderr). GWTEST_KEEP=1 keeps
-    the temporary directory.
+    the temporary directory; GWTEST_WRAP="valgrind ..." runs the binaries under a wrapper.
     """
 
     timeout = 60  # seconds; run.py's watchdog fails the test after this
@@ -1201,7 +1207,7 @@ class GatewayTestCase(unittest.TestCase):
         path, text = self.write_config(config_text, auto, port)
         gport = port or self.port
         proc = self.start_process('gatewayd-%d' % self._configs,
-                                  [GATEWAYD, '-f', '-c', path] + list(args),
+                                  wrap_argv([GATEWAYD, '-f', '-c', path] + list(args)),
                                   env=self.gateway_env(env))
         gw = Gateway(proc, gport, path, text, self.tmp)
         self.gateways.append(gw)

@@ -50,7 +50,7 @@ class LineResult(unittest.TestResult):
         super().__init__()
         self.default_limit = default_limit
         self.verbose = verbose
-        self.passed = self.failed = self.skipped = 0
+        self.n_passed = self.n_failed = self.n_skipped = 0
         self.details = []      # (kind, name, text)
         self.logs = {}         # test id -> process logs
         self.current = None
@@ -82,7 +82,7 @@ class LineResult(unittest.TestResult):
             if self.generation != generation:
                 return
             time.sleep(0.2)
-        self.failed += 1
+        self.n_failed += 1
         sys.stdout.write('FAIL %s (%.2fs) hung; run aborted\n' % (name, time.monotonic() - self.t0))
         self.print_details()
         self.print_summary()
@@ -108,11 +108,11 @@ class LineResult(unittest.TestResult):
         self.generation += 1
         elapsed = time.monotonic() - self.t0
         if self.outcome == 'ok':
-            self.passed += 1
+            self.n_passed += 1
         elif self.outcome == 'skip':
-            self.skipped += 1
+            self.n_skipped += 1
         else:
-            self.failed += 1
+            self.n_failed += 1
         line = '%s %s (%.2fs)' % (self.outcome, test.id(), elapsed)
         if self.outcome == 'skip' and self.verbose:
             line += ' ' + self.skip_reason
@@ -127,7 +127,7 @@ class LineResult(unittest.TestResult):
         self.details.append((kind, test.id(), text))
         if self.current is None:
             # setUpClass / tearDownModule errors come without startTest
-            self.failed += 1
+            self.n_failed += 1
             print('%s %s (0.00s)' % (kind, test.id()), flush=True)
         elif self.outcome in ('ok', 'skip') or kind == 'FAIL':
             self.outcome = kind
@@ -153,7 +153,7 @@ class LineResult(unittest.TestResult):
         super().addSkip(test, reason)
         self.skip_reason = reason
         if self.current is None:
-            self.skipped += 1
+            self.n_skipped += 1
             print('skip %s (0.00s) %s' % (test.id(), reason), flush=True)
         elif self.outcome == 'ok':
             self.outcome = 'skip'
@@ -181,9 +181,9 @@ class LineResult(unittest.TestResult):
             print()
 
     def print_summary(self):
-        line = 'e2e: %d passed, %d failed' % (self.passed, self.failed)
-        if self.skipped:
-            line += ', %d skipped' % self.skipped
+        line = 'e2e: %d passed, %d failed' % (self.n_passed, self.n_failed)
+        if self.n_skipped:
+            line += ', %d skipped' % self.n_skipped
         print(line, flush=True)
 
 
@@ -218,10 +218,10 @@ def main(argv=None):
         gwtest.kill_all_live()
         print('interrupted', flush=True)
         if result.current is not None:
-            result.failed += 1
+            result.n_failed += 1
     result.print_details()
     result.print_summary()
-    return 0 if result.failed == 0 else 1
+    return 0 if result.n_failed == 0 else 1
 
 
 if __name__ == '__main__':
