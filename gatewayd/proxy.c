@@ -477,6 +477,8 @@ proxy_queue_body(struct exchange *x)
 	ssize_t n = http_chunked_scan(&x->req_chunk, p, avail);
 	if (n < 0)
 		return -1;
+	if (x->req_chunk.data_total > x->rt->cfg->limits.body)
+		return -2;
 	sendq_add(&x->upq, p, (size_t)n);
 	x->in.start += (uint32_t)n;
 	if (x->req_chunk.done)
@@ -529,7 +531,7 @@ proxy_build_request(struct exchange *x)
 	/* Expect: 100-continue: the body comes only after we say so. */
 	if (x->req_body_left > 0 && m->expect_continue && x->in.end == x->in.start)
 		return 0;
-	return proxy_queue_body(x);
+	return proxy_queue_body(x) == 0 ? 0 : -1;
 }
 
 /* ---- building the response head ---- */
@@ -863,8 +865,9 @@ proxy_step_request(struct exchange *x)
 		return progress;
 	}
 	if (x->in.start < x->in.end) {
-		if (proxy_queue_body(x) < 0)
-			return -2;
+		int q = proxy_queue_body(x);
+		if (q < 0)
+			return q == -2 ? -4 : -2;
 		return 1;
 	}
 	if (x->req.expect_continue && !x->sent_continue) {
@@ -1103,11 +1106,17 @@ proxy_run(struct exchange *x)
 				proxy_fail(x, 0);
 				return;
 			}
-			if (r == -2) {
+			if (r == -2 || r == -4) {
+				/* The body broke its framing or its limit mid-stream: the
+				 * backend has a partial request, so that connection goes. */
 				proxy_release_backend(x, 0);
+				x->b = NULL;
 				x->close_client = 1;
 				if (x->resp_head_sent)
 					client_close(x->c);
+				else if (r == -4)
+					respond_error(x, 413, "body_too_large",
+						      "The request body is too large.", NULL, NULL);
 				else
 					respond_error(x, 400, "invalid_request",
 						      "Malformed request body.", NULL, NULL);

@@ -195,6 +195,12 @@ stage_limits(struct exchange *x)
 {
 	const struct http_msg *m = &x->req;
 
+	if (m->method == HTTP_M_CONNECT) {
+		x->close_client = 1;
+		respond_error(x, 405, "invalid_request", "CONNECT is not supported: this is a "
+			      "reverse proxy.", NULL, NULL);
+		return STAGE_DONE;
+	}
 	if (m->body == HTTP_BODY_LENGTH && m->content_length > x->rt->cfg->limits.body) {
 		x->close_client = 1;
 		respond_error(x, 413, "body_too_large", "The request body is too large.", NULL,
