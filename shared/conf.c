@@ -80,8 +80,14 @@ conf_mul(uint64_t a, uint64_t b, uint64_t *out)
 	return 0;
 }
 
-int
-conf_parse_duration(const char *s, uint64_t *ms)
+/*
+ * Digits and a unit of the table. Bare digits are taken as they are when bare_any is
+ * set (sizes: bytes), else only zero is (a bare "10" duration is ambiguous; zero is zero
+ * in any unit).
+ */
+static int
+conf_parse_scaled(const char *s, const struct conf_unit *units, int nocase, int bare_any,
+                  uint64_t *out)
 {
 	const struct conf_unit *u;
 	uint64_t v;
@@ -89,34 +95,25 @@ conf_parse_duration(const char *s, uint64_t *ms)
 	if (s == NULL || conf_read_digits(&s, &v) < 0)
 		return -1;
 	if (*s == '\0') {
-		/* A bare number is ambiguous, except zero which is zero in any unit. */
-		if (v != 0)
+		if (!bare_any && v != 0)
 			return -1;
-		*ms = 0;
+		*out = v;
 		return 0;
 	}
-	u = conf_find_unit(conf_duration_units, s, 0);
-	if (u == NULL)
-		return -1;
-	return conf_mul(v, u->factor, ms);
+	u = conf_find_unit(units, s, nocase);
+	return u != NULL ? conf_mul(v, u->factor, out) : -1;
+}
+
+int
+conf_parse_duration(const char *s, uint64_t *ms)
+{
+	return conf_parse_scaled(s, conf_duration_units, 0, 0, ms);
 }
 
 int
 conf_parse_size(const char *s, uint64_t *bytes)
 {
-	const struct conf_unit *u;
-	uint64_t v;
-
-	if (s == NULL || conf_read_digits(&s, &v) < 0)
-		return -1;
-	if (*s == '\0') {
-		*bytes = v;
-		return 0;
-	}
-	u = conf_find_unit(conf_size_units, s, 1);
-	if (u == NULL)
-		return -1;
-	return conf_mul(v, u->factor, bytes);
+	return conf_parse_scaled(s, conf_size_units, 1, 1, bytes);
 }
 
 int

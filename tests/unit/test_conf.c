@@ -314,39 +314,32 @@ test_bool_bad(void **state)
 }
 
 static void
+hostport_ok(const char *s, const char *host, uint16_t port)
+{
+	char h[64];
+	uint16_t p = 0;
+
+	assert_int_equal(conf_parse_hostport(s, h, sizeof h, &p), 0);
+	assert_string_equal(h, host);
+	assert_int_equal(p, port);
+}
+
+static void
 test_hostport_v4_and_names(void **state)
 {
-	char host[64];
-	uint16_t port = 0;
-
-	assert_int_equal(conf_parse_hostport("127.0.0.1:5001", host, sizeof host, &port), 0);
-	assert_string_equal(host, "127.0.0.1");
-	assert_int_equal(port, 5001);
-	assert_int_equal(conf_parse_hostport("backend.local:1", host, sizeof host, &port), 0);
-	assert_string_equal(host, "backend.local");
-	assert_int_equal(port, 1);
-	assert_int_equal(conf_parse_hostport("*:65535", host, sizeof host, &port), 0);
-	assert_string_equal(host, "*");
-	assert_int_equal(port, 65535);
-	assert_int_equal(conf_parse_hostport(":8080", host, sizeof host, &port), 0);
-	assert_string_equal(host, "");
-	assert_int_equal(port, 8080);
+	hostport_ok("127.0.0.1:5001", "127.0.0.1", 5001);
+	hostport_ok("backend.local:1", "backend.local", 1);
+	hostport_ok("*:65535", "*", 65535);
+	hostport_ok(":8080", "", 8080);
 }
 
 static void
 test_hostport_v6(void **state)
 {
-	char host[64];
-	uint16_t port = 0;
-
-	assert_int_equal(conf_parse_hostport("[::1]:8080", host, sizeof host, &port), 0);
-	assert_string_equal(host, "::1");
-	assert_int_equal(port, 8080);
-	assert_int_equal(conf_parse_hostport("[2001:db8::7]:443", host, sizeof host, &port), 0);
-	assert_string_equal(host, "2001:db8::7");
-	assert_int_equal(port, 443);
-	assert_int_equal(conf_parse_hostport("[::]:80", host, sizeof host, &port), 0);
-	assert_string_equal(host, "::");
+	hostport_ok("[::1]:8080", "::1", 8080);
+	hostport_ok("[2001:db8::7]:443", "2001:db8::7", 443);
+	hostport_ok("[::]:80", "::", 80);
+	hostport_ok("[fe80::1%eth0]:80", "fe80::1%eth0", 80);
 }
 
 static void
