@@ -729,6 +729,41 @@ config_dir_cidrs(struct config_parser *p, const struct config_directive *d, char
 	return 0;
 }
 
+/*
+ * Endpoints of the control plane and the store (control, publish, database): checked and
+ * kept; gatewayd(8) says at start-up which of them this version does not open yet.
+ */
+static int
+config_dir_endpoint(struct config_parser *p, const struct config_directive *d, char **argv, int argc)
+{
+	static const struct {
+		const char *name;
+		const char *schemes[3];
+		size_t off, size;
+	} eps[] = {
+		{"control", {"ipc://", "tcp://", NULL}, CONFIG_AT(control), sizeof(((struct config *)NULL)->control)},
+		{"publish", {"ipc://", "tcp://", NULL}, CONFIG_AT(publish), sizeof(((struct config *)NULL)->publish)},
+		{"database", {"sqlite:", "postgresql://", "postgres://"}, CONFIG_AT(database), sizeof(((struct config *)NULL)->database)},
+	};
+
+	for (size_t i = 0; i < sizeof(eps) / sizeof(eps[0]); i++) {
+		if (strcmp(eps[i].name, d->name) != 0)
+			continue;
+		for (int k = 0; k < 3 && eps[i].schemes[k] != NULL; k++) {
+			size_t n = strlen(eps[i].schemes[k]);
+			if (strncmp(argv[0], eps[i].schemes[k], n) == 0 && argv[0][n] != '\0' &&
+			    strlen(argv[0]) < eps[i].size) {
+				util_strlcpy((char *)p->c + eps[i].off, argv[0], eps[i].size);
+				return 0;
+			}
+		}
+		return config_error(p, "%s: expected %s%s%s..., got \"%s\"", d->name,
+		                    eps[i].schemes[0], eps[i].schemes[1] ? " or " : "",
+		                    eps[i].schemes[1] ? eps[i].schemes[1] : "", argv[0]);
+	}
+	return config_error(p, "%s: no such endpoint", d->name);
+}
+
 /* Directives of SPEC section 2 that later features implement: refused, never ignored. */
 static int
 config_dir_later(struct config_parser *p, const struct config_directive *d, char **argv, int argc)
@@ -846,9 +881,12 @@ static const struct config_directive config_directives[] = {
 	 .handler = config_dir_listen, .opts = config_listen_opts},
 	{.name = "workers", .min_args = 1, .max_args = 1,
 	 .usage = "workers auto|1..64", .handler = config_dir_workers},
-	CONFIG_LATER("control"),
-	CONFIG_LATER("publish"),
-	CONFIG_LATER("database"),
+	{.name = "control", .min_args = 1, .max_args = 1,
+	 .usage = "control ipc://PATH|tcp://HOST:PORT", .handler = config_dir_endpoint},
+	{.name = "publish", .min_args = 1, .max_args = 1,
+	 .usage = "publish ipc://PATH|tcp://HOST:PORT", .handler = config_dir_endpoint},
+	{.name = "database", .min_args = 1, .max_args = 1,
+	 .usage = "database sqlite:PATH|postgresql://...", .handler = config_dir_endpoint},
 	CONFIG_LATER("redis"),
 	CONFIG_LATER("redis_failure"),
 	{.name = "strategy", .min_args = 1, .max_args = 1,
@@ -1119,6 +1157,9 @@ config_set_defaults(struct config *c)
 	c->queue.timeout_ms = 5 * CONFIG_SECOND;
 	c->ip_limit.count = 100;
 	c->ip_limit.period_ms = 60 * CONFIG_SECOND;
+	util_strlcpy(c->control, "ipc:///tmp/gatewayd.ctl", sizeof c->control);
+	util_strlcpy(c->publish, "ipc:///tmp/gatewayd.pub", sizeof c->publish);
+	util_strlcpy(c->database, "sqlite:gatewayd.db", sizeof c->database);
 }
 
 struct config *

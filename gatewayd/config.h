@@ -97,6 +97,9 @@ struct config {
 	struct config_listen *listens;
 	int nlistens;
 	int workers; /* 0 = auto (number of cores) */
+	char control[256];  /* [ipc:///tmp/gatewayd.ctl] nng REQ/REP (operator tools issue) */
+	char publish[256];  /* [ipc:///tmp/gatewayd.pub] nng PUB */
+	char database[512]; /* [sqlite:gatewayd.db] (identity issue) */
 
 	int strategy; /* enum balance_strategy */
 	struct config_backend *backends;

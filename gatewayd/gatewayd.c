@@ -169,6 +169,10 @@ main(int argc, char *argv[])
 	log_info("gatewayd started: %d workers, %d backends, strategy %s, listening on %s%s",
 		 gw.nworkers, cfg->nbackends, balance_strategy_name(cfg->strategy),
 		 cfg->listens[0].text, cfg->nlistens > 1 ? " and more" : "");
+	/* Said at every start so that nobody believes these are in use yet. */
+	log_info("control %s, publish %s and database %s are configured but not opened: the "
+		 "control plane and the user store are not part of this version",
+		 cfg->control, cfg->publish, cfg->database);
 	if (gw.admin_token == NULL)
 		log_info("GATEWAYD_ADMIN_TOKEN is not set: admin endpoints answer 401");
 

@@ -25,7 +25,7 @@ log_set_verbose(int level)
 	log_verbose = level;
 }
 
-static void
+static void __attribute__((format(printf, 2, 0)))
 log_vemit(int prio, const char *fmt, va_list ap, int with_errno)
 {
 	char msg[1024];
