@@ -236,6 +236,8 @@ client_accept(struct worker *w, struct listener *l, int fd, const struct sockadd
 	c->w = w;
 	if (cidr_from_sockaddr(sa, &peer) == 0)
 		memcpy(c->peer, peer.addr, 16);
+	cidr_format_addr(c->peer, c->peer_text, sizeof(c->peer_text));
+	c->peer_text_len = (uint8_t)strlen(c->peer_text);
 	c->peer_port = ntohs(sa->sa_family == AF_INET6 ? ((const struct sockaddr_in6 *)sa)->sin6_port
 						       : ((const struct sockaddr_in *)sa)->sin_port);
 	c->state = CS_IDLE;

@@ -351,11 +351,22 @@ proxy_make_request_id(struct exchange *x)
 		x->request_id[len] = '\0';
 		return;
 	}
-	uint64_t a = worker_rand(x->w), b = worker_rand(x->w);
-	/* UUID version 4, variant 1 */
-	snprintf(x->request_id, sizeof(x->request_id), "%08x-%04x-4%03x-%04x-%012llx",
-		 (unsigned)(a >> 32), (unsigned)(a >> 16) & 0xffff, (unsigned)a & 0xfff,
-		 (unsigned)((b >> 48) & 0x3fff) | 0x8000, (unsigned long long)(b & 0xffffffffffffULL));
+	static const char hex[] = "0123456789abcdef";
+	static const uint8_t dash_after[16] = {[3] = 1, [5] = 1, [7] = 1, [9] = 1};
+	uint64_t r[2] = {worker_rand(x->w), worker_rand(x->w)};
+	uint8_t bytes[16];
+	char *o = x->request_id;
+
+	memcpy(bytes, r, sizeof(bytes));
+	bytes[6] = (uint8_t)((bytes[6] & 0x0f) | 0x40); /* version 4 */
+	bytes[8] = (uint8_t)((bytes[8] & 0x3f) | 0x80); /* variant 10 */
+	for (int i = 0; i < 16; i++) {
+		*o++ = hex[bytes[i] >> 4];
+		*o++ = hex[bytes[i] & 0xf];
+		if (dash_after[i])
+			*o++ = '-';
+	}
+	*o = '\0';
 	x->request_id_len = 36;
 	x->request_id_generated = 1;
 }
@@ -389,7 +400,40 @@ proxy_drop_request_header(const struct exchange *x, const struct http_header *h)
 	}
 }
 
-/* Headers named by Connection: are hop-by-hop too (RFC 9110 7.6.1). */
+/*
+ * Headers named by Connection: are hop-by-hop too (RFC 9110 7.6.1). Almost every
+ * Connection header says only close, keep-alive or upgrade, so that is checked once per
+ * message and the per-header name lookup runs only for the rare other tokens.
+ */
+static int
+proxy_connection_lists_others(const struct http_msg *m, const char *buf)
+{
+	size_t len;
+	const char *v = http_header_get(m, buf, HTTP_H_CONNECTION, &len);
+	const char *end = v + len;
+
+	if (v == NULL)
+		return 0;
+	while (v < end) {
+		const char *t = v;
+		size_t n;
+
+		while (v < end && *v != ',')
+			v++;
+		while (t < v && (*t == ' ' || *t == '\t'))
+			t++;
+		n = (size_t)(v - t);
+		while (n > 0 && (t[n - 1] == ' ' || t[n - 1] == '\t'))
+			n--;
+		if (n > 0 && !util_strncaseeq(t, n, "close") && !util_strncaseeq(t, n, "keep-alive") &&
+		    !util_strncaseeq(t, n, "upgrade"))
+			return 1;
+		if (v < end)
+			v++;
+	}
+	return 0;
+}
+
 static int
 proxy_connection_named(const struct http_msg *m, const char *buf, const struct http_header *h)
 {
@@ -397,7 +441,7 @@ proxy_connection_named(const struct http_msg *m, const char *buf, const struct h
 	const char *conn;
 	char name[64];
 
-	if (m->first[HTTP_H_CONNECTION] < 0 || h->name_len >= sizeof(name))
+	if (h->name_len >= sizeof(name))
 		return 0;
 	conn = http_header_get(m, buf, HTTP_H_CONNECTION, &clen);
 	memcpy(name, buf + h->name_off, h->name_len);
@@ -418,7 +462,6 @@ proxy_append(char *dst, size_t off, size_t cap, const char *s, size_t n)
 static size_t
 proxy_xff(struct exchange *x, char *dst, size_t off, size_t cap)
 {
-	char addr[64];
 	int first = 1;
 
 	off = proxy_append(dst, off, cap, "X-Forwarded-For: ", 17);
@@ -433,8 +476,7 @@ proxy_xff(struct exchange *x, char *dst, size_t off, size_t cap)
 	}
 	if (!first)
 		off = proxy_append(dst, off, cap, ", ", 2);
-	cidr_format_addr(x->c->peer, addr, sizeof(addr));
-	off = proxy_append(dst, off, cap, addr, strlen(addr));
+	off = proxy_append(dst, off, cap, x->c->peer_text, x->c->peer_text_len);
 	return proxy_append(dst, off, cap, "\r\n", 2);
 }
 
@@ -491,6 +533,7 @@ proxy_build_request(struct exchange *x)
 {
 	const struct http_msg *m = &x->req;
 	const char *buf = x->in.data;
+	int named = proxy_connection_lists_others(m, buf);
 	int elen;
 
 	sendq_reset(&x->upq);
@@ -512,7 +555,7 @@ proxy_build_request(struct exchange *x)
 	for (int i = 0; i < m->nhdr; i++) {
 		const struct http_header *h = &m->hdr[i];
 		if (proxy_drop_request_header(x, h) ||
-		    (h->id == HTTP_H_OTHER && proxy_connection_named(m, buf, h)))
+		    (named && h->id == HTTP_H_OTHER && proxy_connection_named(m, buf, h)))
 			continue;
 		if (x->upq.cnt >= SENDQ_MAX - 4)
 			return -1;
@@ -562,6 +605,7 @@ proxy_build_response(struct exchange *x)
 	char *e = x->resp_extra;
 	size_t cap = sizeof(x->resp_extra), off = 0;
 	struct backend *b = x->b;
+	int named = proxy_connection_lists_others(m, buf);
 
 	sendq_reset(&x->cliq);
 	if (m->version_minor == 1) {
@@ -575,7 +619,7 @@ proxy_build_response(struct exchange *x)
 	for (int i = 0; i < m->nhdr; i++) {
 		const struct http_header *h = &m->hdr[i];
 		if (proxy_drop_response_header(x, h) ||
-		    (h->id == HTTP_H_OTHER && proxy_connection_named(m, buf, h)))
+		    (named && h->id == HTTP_H_OTHER && proxy_connection_named(m, buf, h)))
 			continue;
 		if (x->cliq.cnt >= SENDQ_MAX - 4)
 			return -1;

@@ -78,11 +78,11 @@ struct exchange {
 	struct http_chunked resp_chunk;
 	uint64_t up_deadline_ms;
 
-	struct sendq upq;   /* to the backend */
-	struct sendq cliq;  /* to the client */
 	char req_extra[768];  /* headers the gateway adds to the request */
 	char resp_extra[512]; /* ... and to the response */
 	char line_extra[160]; /* rewritten request line when needed */
+	struct sendq upq;   /* to the backend (reset by sendq_reset, not memset) */
+	struct sendq cliq;  /* to the client */
 	void (*body_handler)(struct exchange *); /* runs when X_BODY completes */
 	char *heap;         /* a local response body too large for `out` (freed at reset) */
 	int status;         /* status sent to the client, for stats */

@@ -63,6 +63,8 @@ struct client {
 	uint8_t tls;
 	uint8_t closed; /* client_close() ran; freed at the next tick */
 	uint8_t peer[16]; /* peer address, 16-byte form (cidr.h) */
+	uint8_t peer_text_len;
+	char peer_text[47]; /* formatted once per connection, for X-Forwarded-For */
 	uint16_t peer_port;
 	uint64_t deadline_ms; /* 0 = none */
 	uint32_t nrequests;
