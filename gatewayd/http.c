@@ -55,8 +55,11 @@ static const uint8_t http_cc[256] = {
  * ~20 bytes (UPDATEREDIRECTREF); the cap also bounds the slack of the early 414 check.
  */
 #define HTTP_METHOD_MAX 32u
-/* An incomplete request line longer than max_uri + this cannot hold a valid target. */
-#define HTTP_URI_SLACK (HTTP_METHOD_MAX + sizeof(" HTTP/1.1\r"))
+/*
+ * A request line (up to its CR) longer than max_uri + this cannot hold a valid target:
+ * the longest method, two SP, "HTTP/1.x" and the CR.
+ */
+#define HTTP_URI_SLACK (HTTP_METHOD_MAX + 2 + 8 + 1)
 
 /* Content-Length cap: keeps lengths representable as off_t for the proxy. */
 #define HTTP_CL_MAX ((uint64_t)INT64_MAX)
@@ -75,12 +78,17 @@ lower(unsigned char c)
 	return (unsigned char)(c + ((unsigned)(c - 'A') < 26u) * 32u);
 }
 
-/* Case-insensitive compare of n bytes with a lowercase literal. */
+/*
+ * Case-insensitive compare of n bytes with a lowercase literal (letters, digits,
+ * '-', ':', '/'). Setting bit 5 folds case; the only other bytes it could make equal
+ * to such a literal byte are CTLs (CR would alias '-'), and every caller passes bytes
+ * already checked to hold no CTL (names, values, targets), so the compare is exact.
+ */
 static inline int
 lc_eq(const unsigned char *s, const char *lit, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
-		if (lower(s[i]) != (unsigned char)lit[i])
+		if ((s[i] | 0x20) != (unsigned char)lit[i])
 			return 0;
 	return 1;
 }
@@ -89,6 +97,82 @@ static inline int
 lc_eq_str(const unsigned char *s, size_t n, const char *lit, size_t litlen)
 {
 	return n == litlen && lc_eq(s, lit, n);
+}
+
+/*
+ * Word-at-a-time screening (SWAR): values and targets are long runs of ordinary
+ * bytes, so eight are checked per step and only a word holding a suspect byte is
+ * looked at byte by byte. "Some byte < n" is exact for n <= 128 (a borrow can only
+ * start at such a byte); obs-text bytes (>= 0x80) never match.
+ */
+#define SWAR_ONES 0x0101010101010101ULL
+#define SWAR_HIGH 0x8080808080808080ULL
+
+static inline uint64_t
+swar_load(const unsigned char *p)
+{
+	uint64_t w;
+
+	memcpy(&w, p, sizeof(w));
+	return w;
+}
+
+static inline uint64_t
+swar_less(uint64_t w, unsigned n)
+{
+	return (w - SWAR_ONES * n) & ~w & SWAR_HIGH;
+}
+
+static inline uint64_t
+swar_eq(uint64_t w, unsigned char c)
+{
+	return swar_less(w ^ (SWAR_ONES * c), 1);
+}
+
+/* [i, end) is field-value text: VCHAR, obs-text, SP, HTAB; no CTL, no DEL. */
+static int
+value_ok(const unsigned char *p, uint32_t i, uint32_t end)
+{
+	/* HTAB is a CTL to the word test: its word is then checked byte by byte */
+	while (end - i >= 8) {
+		uint64_t w = swar_load(p + i);
+
+		if (swar_less(w, 0x20) | swar_eq(w, 0x7f))
+			break;
+		i += 8;
+	}
+	/*
+	 * A tail after clean words: one more word ending at end. It overlaps bytes that
+	 * passed already (or precede the value): they add conditions, never hide one.
+	 */
+	if (i < end && end - i < 8 && end >= 8) {
+		uint64_t w = swar_load(p + end - 8);
+
+		if (!(swar_less(w, 0x20) | swar_eq(w, 0x7f)))
+			return 1;
+	}
+	for (; i < end; i++)
+		if (!cc_is(p[i], CC_VALUE))
+			return 0;
+	return 1;
+}
+
+/* Length of the run of request-target bytes at p (stops at SP, CR, '#', CTLs...). */
+static uint32_t
+target_span(const unsigned char *p, uint32_t i, uint32_t end)
+{
+	uint32_t s = i;
+
+	while (end - i >= 8) {
+		uint64_t w = swar_load(p + i);
+
+		if (swar_less(w, 0x21) | swar_eq(w, 0x7f) | swar_eq(w, '#'))
+			break;
+		i += 8;
+	}
+	while (i < end && cc_is(p[i], CC_TARGET))
+		i++;
+	return i - s;
 }
 
 /* ---------------------------------------------------------------------------------- */
@@ -313,7 +397,8 @@ static int
 parse_request_line(struct http_msg *m, const unsigned char *p, uint32_t off, uint32_t end,
                    uint32_t max_uri)
 {
-	uint32_t i = off, t, q;
+	const unsigned char *q;
+	uint32_t i = off, t;
 	int rc;
 
 	while (i < end && cc_is(p[i], CC_TCHAR))
@@ -325,29 +410,23 @@ parse_request_line(struct http_msg *m, const unsigned char *p, uint32_t off, uin
 	m->method = (uint8_t)method_lookup(p + off, i - off);
 
 	t = ++i;
-	q = 0;
-	while (i < end && p[i] != ' ') {
-		/* CTLs and NUL here would split the line differently downstream. */
-		if (!cc_is(p[i], CC_TARGET))
-			return HTTP_E_BAD;
-		if (p[i] == '?' && q == 0)
-			q = i;
-		i++;
-	}
+	i += target_span(p, i, end);
 	if (i == t)
 		return HTTP_E_BAD;
 	if (i - t > max_uri)
 		return HTTP_E_URI_TOO_LONG;
-	if (i == end)
-		return HTTP_E_BAD; /* HTTP/0.9 or a space missing */
+	/* CTLs and NUL in the target would split the line differently downstream */
+	if (i == end || p[i] != ' ')
+		return HTTP_E_BAD; /* HTTP/0.9, a space missing, or a bad byte */
+	q = memchr(p + t, '?', i - t);
 	m->target_off = t;
 	m->target_len = i - t;
-	m->path_len = q ? q - t : i - t;
-	if (!target_form_ok((enum http_method)m->method, p + t, i - t))
-		return HTTP_E_BAD;
-
+	m->path_len = q ? (uint32_t)(q - (p + t)) : i - t;
+	/* the version first: "PRI * HTTP/2.0" deserves its 505 */
 	rc = parse_version(p + i + 1, end - i - 1, &m->version_minor);
-	return rc;
+	if (rc != HTTP_OK)
+		return rc;
+	return target_form_ok((enum http_method)m->method, p + t, i - t) ? HTTP_OK : HTTP_E_BAD;
 }
 
 /*
@@ -359,7 +438,7 @@ static int
 parse_status_line(struct http_msg *m, const unsigned char *p, uint32_t off, uint32_t end)
 {
 	const unsigned char *s = p + off;
-	uint32_t n = end - off, i;
+	uint32_t n = end - off;
 	int rc;
 
 	if (n < 12)
@@ -377,11 +456,8 @@ parse_status_line(struct http_msg *m, const unsigned char *p, uint32_t off, uint
 	m->reason_len = 0;
 	if (n == 12)
 		return HTTP_OK;
-	if (s[12] != ' ')
+	if (s[12] != ' ' || !value_ok(s, 13, n))
 		return HTTP_E_BAD;
-	for (i = 13; i < n; i++)
-		if (!cc_is(s[i], CC_VALUE))
-			return HTTP_E_BAD;
 	m->reason_off = off + 13;
 	m->reason_len = n - 13;
 	return HTTP_OK;
@@ -403,7 +479,8 @@ parse_header_line(struct http_msg *m, const unsigned char *p, uint32_t off, uint
 	struct http_header *h;
 	uint32_t i = off, vs, ve;
 
-	while (i < end && cc_is(p[i], CC_TCHAR))
+	/* p[end] is the line's CR, no tchar: the scan stops there without a bound check */
+	while (cc_is(p[i], CC_TCHAR))
 		i++;
 	if (i == off || i == end || p[i] != ':' || i - off > UINT16_MAX)
 		return HTTP_E_BAD;
@@ -415,15 +492,11 @@ parse_header_line(struct http_msg *m, const unsigned char *p, uint32_t off, uint
 
 	for (i++; i < end && cc_is(p[i], CC_WS); i++)
 		;
-	vs = ve = i;
-	for (; i < end; i++) {
-		unsigned cls = http_cc[p[i]];
-
-		if (!(cls & CC_VALUE))
-			return HTTP_E_BAD; /* NUL, CR, other CTLs, DEL */
-		if (!(cls & CC_WS))
-			ve = i + 1;
-	}
+	vs = i;
+	if (!value_ok(p, vs, end))
+		return HTTP_E_BAD; /* NUL, CR, other CTLs, DEL */
+	for (ve = end; ve > vs && cc_is(p[ve - 1], CC_WS); ve--)
+		;
 	h->value_off = vs;
 	h->value_len = ve - vs;
 	h->line_off = off;
@@ -657,9 +730,9 @@ finish_response(struct http_msg *m, const unsigned char *p, enum http_method req
 	if (f.nte) {
 		/*
 		 * RFC 9112 6.3 lets TE override CL in a response; we refuse the pair instead
-		 * (response splitting/queue poisoning), as recent nginx does: the proxy
-		 * answers 502 rather than guess. Any coding but a single chunked is
-		 * unframeable for us, so also malformed.
+		 * (response splitting, queue poisoning): the proxy answers 502 rather than
+		 * guess. Any coding but a single chunked is unframeable for us, so it is
+		 * malformed too.
 		 */
 		if (m->version_minor == 0 || f.ncl || !f.te_chunked)
 			return HTTP_E_BAD;
@@ -708,7 +781,7 @@ parse_head(struct http_msg *m, const char *buf, size_t len, const struct http_li
            int is_req, enum http_method req_method)
 {
 	const unsigned char *p = (const unsigned char *)buf;
-	uint32_t max_head, max_headers, max_uri, end;
+	uint32_t max_head, max_headers, max_uri, end, ls, pos;
 	int rc;
 
 	if (m->head_len)
@@ -736,9 +809,15 @@ parse_head(struct http_msg *m, const char *buf, size_t len, const struct http_li
 			return len >= max_head ? HTTP_E_HEADERS_TOO_LARGE : HTTP_AGAIN;
 	}
 
+	/* The line in progress starts after the last parsed one; both stay local. */
+	ls = line_start(m);
+	pos = m->scan_off;
+	if (ls > pos)
+		return HTTP_E_BAD; /* a msg not reset for this buffer: fail closed */
+
 	for (;;) {
-		uint32_t ls = line_start(m), i;
-		const unsigned char *lf = memchr(p + m->scan_off, '\n', end - m->scan_off);
+		const unsigned char *lf = memchr(p + pos, '\n', end - pos);
+		uint32_t i;
 
 		if (lf == NULL) {
 			m->scan_off = end;
@@ -758,26 +837,26 @@ parse_head(struct http_msg *m, const char *buf, size_t len, const struct http_li
 		/* RFC 9112 2.2 allows a bare LF terminator; a proxy must not (smuggling). */
 		if (i == ls || p[i - 1] != '\r')
 			return HTTP_E_BAD;
-		m->scan_off = i + 1;
+		pos = i + 1;
 
 		if (m->first_line_len == 0) {
 			rc = is_req ? parse_request_line(m, p, ls, i - 1, max_uri)
 			            : parse_status_line(m, p, ls, i - 1);
 			if (rc != HTTP_OK)
 				return rc;
-			m->first_line_len = i + 1 - ls;
-			continue;
-		}
-		if (i - 1 == ls) {
-			m->head_len = i + 1;
+			m->first_line_len = pos - ls;
+		} else if (i - 1 == ls) {
+			m->scan_off = m->head_len = pos;
 			rc = is_req ? finish_request(m, p) : finish_response(m, p, req_method);
 			if (rc != HTTP_OK)
 				m->head_len = 0;
 			return rc;
+		} else {
+			rc = parse_header_line(m, p, ls, i - 1, max_headers);
+			if (rc != HTTP_OK)
+				return rc;
 		}
-		rc = parse_header_line(m, p, ls, i - 1, max_headers);
-		if (rc != HTTP_OK)
-			return rc;
+		ls = pos;
 	}
 }
 
@@ -843,8 +922,13 @@ const char *
 http_header_find(const struct http_msg *m, const char *buf, const char *name, size_t *len)
 {
 	size_t n = strlen(name);
-	enum http_hdr_id id = hdr_lookup((const unsigned char *)name, n);
+	enum http_hdr_id id;
 
+	/* only a token can name a parsed field (and lc_eq needs CTL-free input) */
+	for (size_t k = 0; k < n; k++)
+		if (!cc_is((unsigned char)name[k], CC_TCHAR))
+			return NULL;
+	id = hdr_lookup((const unsigned char *)name, n);
 	if (id != HTTP_H_OTHER)
 		return http_header_get(m, buf, id, len);
 	for (unsigned i = 0; i < m->nhdr; i++) {
@@ -1141,6 +1225,25 @@ chunk_trailer_step(unsigned st, unsigned char ch)
 	}
 }
 
+/*
+ * The common size line, "1f40\r\n", whole in the buffer: read in one go. At most 15
+ * digits (< 2^60, so no overflow check) and no extension; anything else returns 0
+ * and goes through the byte-at-a-time machine, which accepts the same lines.
+ */
+static inline size_t
+chunk_size_fast(struct http_chunked *c, const unsigned char *p, size_t len)
+{
+	uint64_t v = 0;
+	size_t j = 0;
+
+	while (j < len && j < 15 && cc_is(p[j], CC_HEX))
+		v = (v << 4) | hexval(p[j++]);
+	if (j == 0 || len - j < 2 || p[j] != '\r' || p[j + 1] != '\n')
+		return 0;
+	c->remaining = v;
+	return j + 2;
+}
+
 static inline ssize_t
 chunked_run(struct http_chunked *c, const char *buf, size_t len,
             void (*fn)(void *arg, const char *data, size_t n), void *arg)
@@ -1166,6 +1269,20 @@ chunked_run(struct http_chunked *c, const char *buf, size_t len,
 			if (c->remaining == 0)
 				st = CH_DATA_CR;
 			continue;
+		}
+		if (st == CH_DATA_CR && len - i >= 2 && p[i] == '\r' && p[i + 1] == '\n') {
+			i += 2;
+			st = CH_SIZE_FIRST;
+			continue;
+		}
+		if (st == CH_SIZE_FIRST) {
+			size_t adv = chunk_size_fast(c, p + i, len - i);
+
+			if (adv) {
+				i += adv;
+				st = c->remaining ? CH_DATA : CH_TRAILER;
+				continue;
+			}
 		}
 		ch = p[i++];
 		if (st < CH_DATA) {

@@ -165,6 +165,8 @@ test_req_version(void **state)
 	assert_int_equal(req("GET / HTTP/1.10\r\nHost: h\r\n\r\n"), HTTP_E_BAD);
 	assert_int_equal(req("GET / HTTX/1.1\r\nHost: h\r\n\r\n"), HTTP_E_BAD);
 	assert_int_equal(req("GET / HTTP/a.1\r\nHost: h\r\n\r\n"), HTTP_E_BAD);
+	/* the HTTP/2 connection preface is a version error, not a bad target */
+	assert_int_equal(req("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), HTTP_E_VERSION);
 }
 
 static void
@@ -270,6 +272,18 @@ test_req_uri_too_long(void **state)
 	b = request_with_target(90, 0);
 	assert_int_equal(req_lim(&M, b, strlen(b), &lim), HTTP_AGAIN);
 	free(b);
+	/* the early check is tight: the longest valid line is never cut short */
+	{
+		char line[512];
+		int n = snprintf(line, sizeof(line), "%s /%0*d HTTP/1.1\r\nHost: h\r\n\r\n",
+		                 "ABCDEFGHIJKLMNOPQRSTUVWXYZABCDEF", 99, 0);
+		size_t cr = (size_t)(strstr(line, "\r\n") - line);
+
+		assert_int_equal(req_lim(&M, line, (size_t)n, &lim), HTTP_OK);
+		assert_int_equal(M.target_len, 100);
+		for (size_t k = 0; k <= cr + 1; k++)
+			assert_int_equal(req_lim(&M, line, k, &lim), HTTP_AGAIN);
+	}
 }
 
 static void
@@ -435,6 +449,22 @@ test_hdr_value_bytes(void **state)
 		memcpy(buf, tmpl, n);
 		buf[strchr(tmpl, '?') - tmpl] = bad[i];
 		assert_int_equal(req_lim(&M, buf, n, &lim_def), HTTP_E_BAD);
+	}
+	/* a bad byte at every position of a long value (word-at-a-time screening) */
+	for (size_t pos = 0; pos < 40; pos++) {
+		for (size_t i = 0; i < sizeof(bad); i++) {
+			char lb[128];
+			int n2 = snprintf(lb, sizeof(lb),
+			                  "GET / HTTP/1.1\r\nHost: h\r\nX-Long: "
+			                  "%s\r\n\r\n",
+			                  "0123456789abcdefghijklmnopqrstuvwxyzABCD");
+			size_t at = (size_t)(strstr(lb, "0123") - lb) + pos;
+
+			lb[at] = bad[i];
+			assert_int_equal(req_lim(&M, lb, (size_t)n2, &lim_def), HTTP_E_BAD);
+			lb[at] = '\t';
+			assert_int_equal(req_lim(&M, lb, (size_t)n2, &lim_def), HTTP_OK);
+		}
 	}
 	assert_int_equal(req("GET / HTTP/1.1\r\nHost: h\r\nX-A: a\tb\r\n\r\n"), HTTP_OK);
 	assert_int_equal(req("GET / HTTP/1.1\r\nHost: h\r\nX-A: caf\xc3\xa9\xff\r\n\r\n"), HTTP_OK);
