@@ -26,7 +26,10 @@
 /*
  * SPEC section 2's embedded default, minus what this version cannot honour yet; each
  * line returns with its feature:
- *   database sqlite:gatewayd.db                       - with the user/key store
+ *   database sqlite:gatewayd.db                       - with the user/key store (the
+ *                                                       directive is accepted, and this
+ *                                                       is its default, but nothing
+ *                                                       opens the database yet)
  *   cache ttl=30s max_memory=64mb                     - with the response cache
  *   route /api/v2/premium auth=jwt min_tier=premium   - with JWT identity and tiers
  *   route /api/v2/ auth=jwt                           - with JWT identity
@@ -49,8 +52,9 @@ const char config_default_text[] = "listen 0.0.0.0:8080\n"
 #define CONFIG_GB (1024ULL * CONFIG_MB)
 /* A configuration file is a few kilobytes; anything this large is a mistake. */
 #define CONFIG_FILE_MAX (4 * CONFIG_MB)
-/* Option tables are data: a short offsetof keeps each option on one line. */
+/* Option tables are data: short offsetof and sizeof keep each option on one line. */
 #define CONFIG_AT(field) offsetof(struct config, field)
+#define CONFIG_SIZE(field) sizeof(((struct config *)NULL)->field)
 
 enum config_opt_type {
 	CONFIG_OPT_INT,      /* int, range min..max */
@@ -63,6 +67,7 @@ enum config_opt_type {
 	CONFIG_OPT_NAME,     /* char[size] of [A-Za-z0-9._-] */
 	CONFIG_OPT_URLPATH,  /* char[size] starting with '/', no blanks or controls */
 	CONFIG_OPT_FILE,     /* char[size], a readable regular file */
+	CONFIG_OPT_URL,      /* char[size] starting with one of the directive's schemes */
 	CONFIG_OPT_AUTH,     /* enum config_auth */
 };
 
@@ -90,6 +95,7 @@ struct config_directive {
 	config_handler handler;
 	const struct config_opt *opts;  /* key=value options (at most 32) */
 	const struct config_opt *value; /* config_dir_value: the single argument */
+	const char *const *schemes;     /* CONFIG_OPT_URL: accepted prefixes, NULL-terminated */
 	/* config_dir_cidrs: where the directive's array and its count live in struct config */
 	size_t list_off, count_off;
 	/* config_dir_options: cross-field checks once the options are in */
@@ -223,9 +229,10 @@ config_format_size(uint64_t bytes, char *buf, size_t len)
 
 /* What a value of this option must look like, for "KEY must be <this>, got ...". */
 static void
-config_expect(const struct config_opt *o, char *buf, size_t len)
+config_expect(const struct config_directive *d, const struct config_opt *o, char *buf, size_t len)
 {
 	char a[32], b[32];
+	size_t n;
 
 	switch (o->type) {
 	case CONFIG_OPT_INT:
@@ -266,6 +273,16 @@ config_expect(const struct config_opt *o, char *buf, size_t len)
 		break;
 	case CONFIG_OPT_AUTH:
 		snprintf(buf, len, "off, none, jwt, apikey or any");
+		break;
+	case CONFIG_OPT_URL:
+		snprintf(buf, len, "a URL starting with ");
+		for (int i = 0; d->schemes[i] != NULL && (n = strlen(buf)) < len; i++)
+			snprintf(buf + n, len - n, "%s%s", d->schemes[i],
+			         d->schemes[i + 1] == NULL   ? ""
+			         : d->schemes[i + 2] == NULL ? " or "
+			                                     : ", ");
+		n = strlen(buf);
+		snprintf(buf + n, len - n, " (at most %llu bytes)", (unsigned long long)o->max - 1);
 		break;
 	}
 }
@@ -338,11 +355,27 @@ config_check_file(struct config_parser *p, const struct config_directive *d,
 }
 
 static int
-config_parse_string(const struct config_opt *o, const char *val, char *dst)
+config_has_scheme(const char *s, const char *const *schemes)
+{
+	for (; *schemes != NULL; schemes++) {
+		size_t n = strlen(*schemes);
+
+		if (strncmp(s, *schemes, n) == 0 && s[n] != '\0')
+			return 1;
+	}
+	return 0;
+}
+
+static int
+config_parse_string(const struct config_directive *d, const struct config_opt *o, const char *val,
+                    char *dst)
 {
 	int ok;
 
 	switch (o->type) {
+	case CONFIG_OPT_URL:
+		ok = config_has_scheme(val, d->schemes) && strlen(val) < o->max;
+		break;
 	case CONFIG_OPT_NAME:
 		ok = config_is_name(val, o->max);
 		break;
@@ -394,14 +427,15 @@ config_parse_value(struct config_parser *p, const struct config_directive *d,
 	case CONFIG_OPT_NAME:
 	case CONFIG_OPT_URLPATH:
 	case CONFIG_OPT_FILE:
-		rc = config_parse_string(o, val, dst);
+	case CONFIG_OPT_URL:
+		rc = config_parse_string(d, o, val, dst);
 		break;
 	}
 	if (rc == 0 && (o->type == CONFIG_OPT_DURATION || o->type == CONFIG_OPT_SIZE) &&
 	    (v < o->min || v > o->max))
 		rc = -1;
 	if (rc < 0) {
-		config_expect(o, expect, sizeof expect);
+		config_expect(d, o, expect, sizeof expect);
 		return config_error(p, "%s: %s must be %s, got \"%s\"", d->name, o->key, expect,
 		                    val);
 	}
@@ -729,41 +763,6 @@ config_dir_cidrs(struct config_parser *p, const struct config_directive *d, char
 	return 0;
 }
 
-/*
- * Endpoints of the control plane and the store (control, publish, database): checked and
- * kept; gatewayd(8) says at start-up which of them this version does not open yet.
- */
-static int
-config_dir_endpoint(struct config_parser *p, const struct config_directive *d, char **argv, int argc)
-{
-	static const struct {
-		const char *name;
-		const char *schemes[3];
-		size_t off, size;
-	} eps[] = {
-		{"control", {"ipc://", "tcp://", NULL}, CONFIG_AT(control), sizeof(((struct config *)NULL)->control)},
-		{"publish", {"ipc://", "tcp://", NULL}, CONFIG_AT(publish), sizeof(((struct config *)NULL)->publish)},
-		{"database", {"sqlite:", "postgresql://", "postgres://"}, CONFIG_AT(database), sizeof(((struct config *)NULL)->database)},
-	};
-
-	for (size_t i = 0; i < sizeof(eps) / sizeof(eps[0]); i++) {
-		if (strcmp(eps[i].name, d->name) != 0)
-			continue;
-		for (int k = 0; k < 3 && eps[i].schemes[k] != NULL; k++) {
-			size_t n = strlen(eps[i].schemes[k]);
-			if (strncmp(argv[0], eps[i].schemes[k], n) == 0 && argv[0][n] != '\0' &&
-			    strlen(argv[0]) < eps[i].size) {
-				util_strlcpy((char *)p->c + eps[i].off, argv[0], eps[i].size);
-				return 0;
-			}
-		}
-		return config_error(p, "%s: expected %s%s%s..., got \"%s\"", d->name,
-		                    eps[i].schemes[0], eps[i].schemes[1] ? " or " : "",
-		                    eps[i].schemes[1] ? eps[i].schemes[1] : "", argv[0]);
-	}
-	return config_error(p, "%s: no such endpoint", d->name);
-}
-
 /* Directives of SPEC section 2 that later features implement: refused, never ignored. */
 static int
 config_dir_later(struct config_parser *p, const struct config_directive *d, char **argv, int argc)
@@ -821,7 +820,7 @@ static const struct config_opt config_limits_opts[] = {
 
 /* clang-format off */
 static const struct config_opt config_health_opts[] = {
-	{"path", CONFIG_OPT_URLPATH, CONFIG_AT(health.path), 0, sizeof(((struct config_health *)NULL)->path), 0, 0, 0},
+	{"path", CONFIG_OPT_URLPATH, CONFIG_AT(health.path), 0, CONFIG_SIZE(health.path), 0, 0, 0},
 	{"interval", CONFIG_OPT_DURATION, CONFIG_AT(health.interval_ms), 1, CONFIG_DUR_MAX, 0, 0, 0},
 	{"timeout", CONFIG_OPT_DURATION, CONFIG_AT(health.timeout_ms), 1, CONFIG_DUR_MAX, 0, 0, 0},
 	{"rise", CONFIG_OPT_INT, CONFIG_AT(health.rise), 1, 100, 0, 0, 0},
@@ -851,7 +850,22 @@ static const struct config_opt config_retries_value = {
 	"count", CONFIG_OPT_INT, CONFIG_AT(retries), 0, 10, 0, 0, 0};
 /* clang-format on */
 
+/*
+ * Endpoints of the control plane and the store: checked and kept, though this version
+ * opens none of them yet (gatewayd(8) says so at start-up); accepted so that
+ * configurations written for the whole system load.
+ */
 /* clang-format off */
+static const struct config_opt config_control_value = {
+	"url", CONFIG_OPT_URL, CONFIG_AT(control), 0, CONFIG_SIZE(control), 0, 0, 0};
+static const struct config_opt config_publish_value = {
+	"url", CONFIG_OPT_URL, CONFIG_AT(publish), 0, CONFIG_SIZE(publish), 0, 0, 0};
+static const struct config_opt config_database_value = {
+	"url", CONFIG_OPT_URL, CONFIG_AT(database), 0, CONFIG_SIZE(database), 0, 0, 0};
+static const char *const config_nng_schemes[] = {"ipc://", "tcp://", NULL};
+static const char *const config_database_schemes[] = {"sqlite:", "postgresql://", "postgres://",
+                                                      NULL};
+
 static const struct config_opt config_ip_limit_value = {
 	"rate", CONFIG_OPT_RATE, CONFIG_AT(ip_limit), 0, 0, 0, 0, 0};
 /* clang-format on */
@@ -882,11 +896,14 @@ static const struct config_directive config_directives[] = {
 	{.name = "workers", .min_args = 1, .max_args = 1,
 	 .usage = "workers auto|1..64", .handler = config_dir_workers},
 	{.name = "control", .min_args = 1, .max_args = 1,
-	 .usage = "control ipc://PATH|tcp://HOST:PORT", .handler = config_dir_endpoint},
+	 .usage = "control ipc://PATH|tcp://HOST:PORT", .handler = config_dir_value,
+	 .value = &config_control_value, .schemes = config_nng_schemes},
 	{.name = "publish", .min_args = 1, .max_args = 1,
-	 .usage = "publish ipc://PATH|tcp://HOST:PORT", .handler = config_dir_endpoint},
+	 .usage = "publish ipc://PATH|tcp://HOST:PORT", .handler = config_dir_value,
+	 .value = &config_publish_value, .schemes = config_nng_schemes},
 	{.name = "database", .min_args = 1, .max_args = 1,
-	 .usage = "database sqlite:PATH|postgresql://...", .handler = config_dir_endpoint},
+	 .usage = "database sqlite:PATH|postgresql://...", .handler = config_dir_value,
+	 .value = &config_database_value, .schemes = config_database_schemes},
 	CONFIG_LATER("redis"),
 	CONFIG_LATER("redis_failure"),
 	{.name = "strategy", .min_args = 1, .max_args = 1,

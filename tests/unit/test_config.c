@@ -826,15 +826,49 @@ test_route_later_features(void **state)
 	cfg_err("route / auth=none cache=on", "t.conf:1: route: cache=on is not supported yet");
 }
 
+/* ---- control plane and store endpoints: checked and kept, not opened yet ---- */
+
+static void
+test_endpoints(void **state)
+{
+	struct config *c = cfg_ok("");
+
+	assert_string_equal(c->control, "ipc:///tmp/gatewayd.ctl");
+	assert_string_equal(c->publish, "ipc:///tmp/gatewayd.pub");
+	assert_string_equal(c->database, "sqlite:gatewayd.db");
+	config_free(c);
+	c = cfg_ok("control tcp://127.0.0.1:7000\npublish ipc:///run/gw.pub\n"
+	           "database postgresql://gw@db/gw");
+	assert_string_equal(c->control, "tcp://127.0.0.1:7000");
+	assert_string_equal(c->publish, "ipc:///run/gw.pub");
+	assert_string_equal(c->database, "postgresql://gw@db/gw");
+	config_free(c);
+}
+
+static void
+test_endpoints_errors(void **state)
+{
+	cfg_err("control /tmp/gw.ctl", "t.conf:1: control: url must be a URL starting with ipc:// "
+	                               "or tcp:// (at most 255 bytes), got \"/tmp/gw.ctl\"");
+	cfg_err("publish ipc://", "t.conf:1: publish: url must be a URL starting with ipc:// or "
+	                          "tcp:// (at most 255 bytes), got \"ipc://\"");
+	cfg_err("database mysql://x",
+	        "t.conf:1: database: url must be a URL starting with sqlite:, postgresql:// or "
+	        "postgres:// (at most 511 bytes), got \"mysql://x\"");
+	cfg_err("database sqlite:a\ndatabase sqlite:b",
+	        "t.conf:2: 'database' given twice (first at t.conf:1)");
+	cfg_err("control", "t.conf:1: control: wrong number of arguments (usage: control "
+	                   "ipc://PATH|tcp://HOST:PORT)");
+}
+
 /* ---- the language ---- */
 
 static void
 test_later_directives_refused(void **state)
 {
 	static const char *const names[] = {
-	    "control", "publish",    "database",    "redis",    "redis_failure",
-	    "cache",   "tier",       "ban",         "jwt",      "register_tiers",
-	    "geo_db",  "geo_static", "geo_default", "geo_mode", "geo_http",
+	    "redis",          "redis_failure", "cache",      "tier",        "ban",      "jwt",
+	    "register_tiers", "geo_db",        "geo_static", "geo_default", "geo_mode", "geo_http",
 	};
 
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
@@ -959,7 +993,7 @@ test_override_errors(void **state)
 	char *bad_key[] = {"work ers=2", NULL};
 	char *unknown[] = {"wrokers=2", NULL};
 	char *twice[] = {"workers=2", "workers=3", NULL};
-	char *later[] = {"database=sqlite:x.db", NULL};
+	char *later[] = {"redis=redis://127.0.0.1:6379/0", NULL};
 	char expect[256];
 
 	snprintf(expect, sizeof expect,
@@ -976,7 +1010,8 @@ test_override_errors(void **state)
 	assert_null(load_ov(TAIL, twice));
 	assert_string_equal(errbuf, "-d workers=3: 'workers' given twice (first at -d workers=2)");
 	assert_null(load_ov(TAIL, later));
-	assert_string_equal(errbuf, "-d database=sqlite:x.db: 'database' is not supported yet");
+	assert_string_equal(errbuf,
+	                    "-d redis=redis://127.0.0.1:6379/0: 'redis' is not supported yet");
 }
 
 static void
@@ -1116,6 +1151,8 @@ main(void)
 	    cmocka_unit_test(test_route_no_match),
 	    cmocka_unit_test(test_route_errors),
 	    cmocka_unit_test(test_route_later_features),
+	    cmocka_unit_test(test_endpoints),
+	    cmocka_unit_test(test_endpoints_errors),
 	    cmocka_unit_test(test_later_directives_refused),
 	    cmocka_unit_test(test_unknown_directive),
 	    cmocka_unit_test(test_duplicates_refused),
