@@ -980,8 +980,14 @@ proxy_step_resp_head(struct exchange *x)
 	if (r != HTTP_OK)
 		return -2;
 	if (x->resp.status < 200 && x->resp.status != 101) {
-		/* Interim responses are not forwarded: we answered 100-continue ourselves. */
+		/* 100 is not forwarded (the gateway answers Expect itself and does not send
+		 * it upstream); other interim responses (102, 103) go to HTTP/1.1 clients
+		 * (RFC 9110 15.2), copied aside because `out` is reused for the next head. */
 		uint32_t hl = x->resp.head_len;
+		if (x->resp.status != 100 && x->req.version_minor == 1 && x->heap == NULL) {
+			x->heap = xstrndup(x->out.data, hl);
+			sendq_add(&x->cliq, x->heap, hl);
+		}
 		memmove(x->out.data, x->out.data + hl, x->out.end - hl);
 		x->out.end -= hl;
 		http_msg_reset(&x->resp);
@@ -1172,6 +1178,15 @@ proxy_run(struct exchange *x)
 			}
 			if (r < 0)
 				r = 0; /* write error after a response began: read it anyway */
+		}
+		if (!x->resp_head_sent && !sendq_empty(&x->cliq) && x->c->writable) {
+			/* interim output (100 Continue, 1xx) before the final head */
+			p = client_flush(x->c);
+			if (p < 0) {
+				client_close(x->c);
+				return;
+			}
+			r |= p;
 		}
 		if (!x->resp_head_sent) {
 			p = proxy_step_resp_head(x);
