@@ -374,8 +374,11 @@ target_form_ok(enum http_method method, const unsigned char *s, size_t n)
  * What can be judged of a request line from its first bytes [off, end), complete or
  * not: a method that is no token (a TLS hello on the plain port, binary junk) fails
  * at once instead of after max_head bytes, and a line that cannot fit max_uri is 414
- * before it ends. The complete line gets the same check first, so a head split
- * anywhere parses to the same result as in one piece.
+ * before it ends. An empty line before the request line fails here too: RFC 9112 2.2
+ * says a server SHOULD skip it, but the head must start at buf[0] (first_line_len and
+ * head_len count from there and the proxy forwards buf[0..first_line_len)); a caller
+ * wanting the leniency drops leading CRLFs before parsing. The complete line gets the same check
+ * first, so a head split anywhere parses to the same result as in one piece.
  */
 static int
 request_line_prefix(const unsigned char *p, uint32_t off, uint32_t end, uint32_t max_uri)
@@ -773,7 +776,7 @@ line_start(const struct http_msg *m)
 {
 	if (m->nhdr)
 		return m->hdr[m->nhdr - 1].line_off + m->hdr[m->nhdr - 1].line_len;
-	return m->method_off + m->first_line_len;
+	return m->first_line_len; /* the head starts at buf[0] */
 }
 
 static int
@@ -793,21 +796,6 @@ parse_head(struct http_msg *m, const char *buf, size_t len, const struct http_li
 	end = len < max_head ? (uint32_t)len : max_head;
 	if (m->scan_off > end)
 		return HTTP_E_HEADERS_TOO_LARGE; /* max_head lowered between calls */
-
-	/*
-	 * RFC 9112 2.2: a server SHOULD ignore empty lines before a request-line (some
-	 * clients send CRLF after a POST body). The request line then starts at
-	 * method_off, which stays at scan_off while only CRLFs have been seen.
-	 */
-	if (is_req && m->first_line_len == 0 && m->scan_off == m->method_off) {
-		uint32_t s = m->method_off;
-
-		while (s + 1 < end && p[s] == '\r' && p[s + 1] == '\n')
-			s += 2;
-		m->method_off = m->scan_off = s;
-		if (s + 1 == end && p[s] == '\r')
-			return len >= max_head ? HTTP_E_HEADERS_TOO_LARGE : HTTP_AGAIN;
-	}
 
 	/* The line in progress starts after the last parsed one; both stay local. */
 	ls = line_start(m);

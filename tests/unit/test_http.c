@@ -146,7 +146,7 @@ test_req_single_spaces(void **state)
 	assert_int_equal(req("GET / a HTTP/1.1\r\nHost: h\r\n\r\n"), HTTP_E_BAD);
 	assert_int_equal(req("GET /\r\nHost: h\r\n\r\n"), HTTP_E_BAD); /* HTTP/0.9 */
 	assert_int_equal(req("GET\r\nHost: h\r\n\r\n"), HTTP_E_BAD);
-	assert_int_equal(req("\r\n\r\n"), HTTP_AGAIN); /* only empty lines so far */
+	assert_int_equal(req("\r\n\r\n"), HTTP_E_BAD);
 }
 
 static void
@@ -301,19 +301,15 @@ test_req_early_reject_garbage(void **state)
 }
 
 static void
-test_req_leading_crlf_skipped(void **state)
+test_req_leading_crlf_rejected(void **state)
 {
-	const char *s = "\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n";
-
-	assert_int_equal(req(s), HTTP_OK);
-	assert_int_equal(M.method_off, 4);
-	assert_int_equal(M.method, HTTP_M_GET);
-	assert_int_equal(M.head_len, strlen(s));
-	assert_int_equal(M.first_line_len, strlen("GET / HTTP/1.1\r\n"));
+	/* the head starts at buf[0]: empty lines before it are not skipped (see http.c) */
+	assert_int_equal(req("\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n"), HTTP_E_BAD);
+	assert_int_equal(req("\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n"), HTTP_E_BAD);
 	assert_int_equal(req("\n\nGET / HTTP/1.1\r\nHost: h\r\n\r\n"), HTTP_E_BAD);
-	assert_int_equal(req("\r\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n"), HTTP_E_BAD);
-	assert_int_equal(req("\r\n"), HTTP_AGAIN);
-	assert_int_equal(req("\r"), HTTP_AGAIN);
+	assert_int_equal(req("\r"), HTTP_E_BAD);
+	assert_int_equal(req("GET / HTTP/1.1\r\nHost: h\r\n\r\n"), HTTP_OK);
+	assert_int_equal(M.method_off, 0);
 }
 
 /* ---------------------------------------------------------------------------------- */
@@ -794,7 +790,7 @@ test_expect_continue(void **state)
 static const char *const samples[] = {
     "GET /a/b?c=d HTTP/1.1\r\nHost: example.com\r\nUser-Agent: t\r\nAccept: */*\r\n"
     "Connection: keep-alive, Upgrade\r\nUpgrade: h2c\r\n\r\n",
-    "\r\n\r\nPOST /submit HTTP/1.1\r\nHost: h\r\nContent-Length: 5, 5\r\n"
+    "POST /submit HTTP/1.1\r\nHost: h\r\nContent-Length: 5, 5\r\n"
     "Expect: 100-continue\r\n\r\nhello",
     "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
     "GET / HTTP/1.1\r\nHost: h\r\nX-A: a\r\n b\r\n\r\n",
@@ -805,6 +801,7 @@ static const char *const samples[] = {
     "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa HTTP/1.1\r\n\r\n",
     "GET /\x01 HTTP/1.1\r\nHost: h\r\n\r\n",
     "GE@ / HTTP/1.1\r\n\r\n",
+    "\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n",
 };
 
 static const struct http_limits lim_small = {200, 4, 64};
@@ -1612,7 +1609,7 @@ main(void)
 	    cmocka_unit_test(test_req_path_len),
 	    cmocka_unit_test(test_req_uri_too_long),
 	    cmocka_unit_test(test_req_early_reject_garbage),
-	    cmocka_unit_test(test_req_leading_crlf_skipped),
+	    cmocka_unit_test(test_req_leading_crlf_rejected),
 	    cmocka_unit_test(test_hdr_offsets_and_trim),
 	    cmocka_unit_test(test_hdr_ids),
 	    cmocka_unit_test(test_hdr_first_index),
