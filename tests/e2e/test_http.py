@@ -364,6 +364,21 @@ class ConnectionTest(HttpTestCase):
         r = c.request('GET', '/after')
         self.assertEqual(r.json()['path'], '/after')
 
+    def test_empty_line_before_request_line_is_ignored(self):
+        # RFC 9112 2.2: a server SHOULD ignore at least one empty line before the
+        # request-line (old clients send a CRLF after a POST body); nginx and HAProxy do
+        c = self.raw()
+        c.send(b'\r\nGET /lead HTTP/1.1\r\nHost: x\r\n\r\n')
+        r = c.read_response()
+        self.assertEqual(r.status, 200, r.body[:200])
+        self.assertEqual(r.json()['path'], '/lead')
+        c.send(b'POST /body HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello\r\n'
+               b'GET /next HTTP/1.1\r\nHost: x\r\n\r\n')
+        self.assertEqual(c.read_response('POST').json()['body_length'], 5)
+        r = c.read_response()
+        self.assertEqual(r.status, 200, r.body[:200])
+        self.assertEqual(r.json()['path'], '/next')
+
     def test_pipelining_split_across_sends(self):
         data = b''.join(build_request('GET', '/s%d' % i, host='x') for i in range(10))
         c = self.raw()
