@@ -834,11 +834,11 @@ parse_head(struct http_msg *m, const char *buf, size_t len, const struct http_li
 				return rc;
 			m->first_line_len = pos - ls;
 		} else if (i - 1 == ls) {
-			m->scan_off = m->head_len = pos;
 			rc = is_req ? finish_request(m, p) : finish_response(m, p, req_method);
 			if (rc != HTTP_OK)
-				m->head_len = 0;
-			return rc;
+				return rc; /* head_len stays 0: a failed head is never "complete" */
+			m->scan_off = m->head_len = pos;
+			return HTTP_OK;
 		} else {
 			rc = parse_header_line(m, p, ls, i - 1, max_headers);
 			if (rc != HTTP_OK)
