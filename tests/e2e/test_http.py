@@ -514,12 +514,19 @@ class ConnectionTest(HttpTestCase):
             self.assertEqual(cl.connections, 1)
 
     def test_eof_delimited_backend_response(self):
-        c = self.raw()
-        r = c.request('GET', '/close')
-        self.assertEqual(r.status, 200)
-        self.assertEqual(r.json()['path'], '/close')
-        self.assertIn('close', (r.header('Connection') or '').lower(), r.headers)
-        self.assertTrue(c.closed_by_peer(3))
+        # several rounds: the backend's last bytes and its FIN arrive together only some
+        # of the time, and the end must be seen at once either way (response=5s here)
+        for i in range(6):
+            c = self.raw()
+            t0 = time.monotonic()
+            r = c.request('GET', '/close')
+            elapsed = time.monotonic() - t0
+            self.assertEqual(r.status, 200)
+            self.assertEqual(r.json()['path'], '/close')
+            self.assertIn('close', (r.header('Connection') or '').lower(), r.headers)
+            self.assertTrue(c.closed_by_peer(3))
+            self.assertLess(elapsed, 1.0, 'round %d: the EOF-delimited body ended only after '
+                            '%.1fs' % (i, elapsed))
         # the gateway is fine afterwards
         self.assertEqual(self.get('/later').status, 200)
 
@@ -548,6 +555,12 @@ class ConnectionTest(HttpTestCase):
         r = c.read_response()
         self.assertEqual(r.status, 200)
         self.assertEqual(r.json()['path'], '/half')
+        # nothing more can come from this client: the connection ends now, not after
+        # client_idle (5s here), as with nginx and HAProxy
+        t0 = time.monotonic()
+        self.assertTrue(c.closed_by_peer(4.0))
+        self.assertLess(time.monotonic() - t0, 1.0, 'a half-closed client was kept until '
+                        'client_idle')
 
 
 # ---------------------------------------------------------------- streaming and memory
