@@ -145,10 +145,14 @@ class RoundRobinTest(BalanceCase):
     def test_stats_report_the_strategy_and_the_requests(self):
         self.start_pool('round_robin')
         seq = self.keepalive(90)
-        st = self.stats()
+        want = dict(collections.Counter(seq))
+        # counters are added as each exchange ends, a moment after the client has its
+        # response: give /stats that moment
+        st = gwtest.wait_until(
+            lambda: (lambda s: s if {b['id']: b['requests'] for b in s['backends']} == want
+                     else None)(self.stats()), timeout=2, interval=0.05,
+            message='/stats requests per backend to be %r' % want)
         self.assertEqual(st['strategy'], 'round_robin')
-        per = {b['id']: b['requests'] for b in st['backends']}
-        self.assertEqual(per, dict(collections.Counter(seq)))
 
 
 # ---------------------------------------------------------------- weighted

@@ -64,6 +64,14 @@ class FailoverCase(gwtest.GatewayTestCase):
             return by_path.get(path, 0)
         return sum(n for p, n in by_path.items() if p != '/health')
 
+    def wait_circuit(self, bid, state, timeout=1.0):
+        """The breaker's state is updated as an exchange ends, a moment after the client
+        has its response: give /stats that moment."""
+        gwtest.wait_until(lambda: self.backend_stats(bid)['circuit'] == state,
+                          timeout=timeout, interval=0.02,
+                          message='/stats to show the circuit of %s %s' % (bid, state))
+        return self.backend_stats(bid)
+
     def wait_health(self, bid, healthy, timeout):
         t0 = time.monotonic()
         gwtest.wait_until(lambda: self.backend_stats(bid)['healthy'] == healthy,
@@ -266,6 +274,56 @@ class RetryTest(FailoverCase):
         self.check_error(r, 504, 'gateway_timeout')
 
 
+class BrokenBackendTest(FailoverCase):
+    """Backends that close or reset: the client must learn at once, not at a timeout.
+
+    `timeouts response=5s` so that waiting for a timeout is unmistakable; the circuit
+    breaker is lifted so that repeated failures do not change the answer.
+    """
+
+    EXTRA = QUIET_HEALTH + '\ntimeouts response=5s\ncircuit failures=1000 open=1s'
+
+    def test_reset_after_a_partial_head_is_502_at_once(self):
+        self.start_pool(n=1, extra=self.EXTRA)
+        for i in range(10):
+            t0 = time.monotonic()
+            r = self.get('/reset?i=%d' % i, timeout=10)
+            took = time.monotonic() - t0
+            self.assertLess(took, 1.0, 'request %d: a reset backend was noticed only after '
+                            '%.2fs (answer %d %r)' % (i, took, r.status, r.body[:100]))
+            self.check_error(r, 502, 'bad_gateway')
+
+    def test_truncated_body_closes_the_client_at_once(self):
+        # Content-Length: 100, 10 bytes, close: the head is already out, so the client
+        # connection must end (nginx and HAProxy close it) as soon as the backend does.
+        self.start_pool(n=1, extra=self.EXTRA)
+        for i in range(10):
+            t0 = time.monotonic()
+            with gwtest.RawConn(self.gateway.port, timeout=10) as c:
+                c.send(gwtest.build_request('GET', '/truncated?i=%d' % i, host='x'))
+                with self.assertRaises(gwtest.ProtocolError):
+                    c.read_response()
+            took = time.monotonic() - t0
+            self.assertLess(took, 1.0, 'request %d: truncated response ended the client '
+                            'connection only after %.2fs' % (i, took))
+
+    def test_closed_before_any_byte_is_retried_for_get_only(self):
+        self.start_pool(n=2, extra=self.EXTRA)
+        b1, b2 = self.backends
+        b1.close_new()  # b1 accepts and closes every new connection
+        for i in range(6):
+            r = self.get('/cl/%d' % i)
+            self.assertStatus(r, 200)
+            self.assertEqual(r.header('X-Backend'), 'b2')
+        statuses = collections.Counter()
+        for i in range(4):
+            r = self.request('POST', '/clp/%d' % i, body=b'{}')
+            statuses[r.status] += 1
+            if r.status != 200:
+                self.check_error(r, 502, 'bad_gateway')
+        self.assertGreater(statuses[502], 0, 'no POST reached b1: %r' % statuses)
+
+
 class HangTest(FailoverCase):
     """b1 accepts and reads requests but never answers; `timeouts response=1s`."""
 
@@ -375,6 +433,7 @@ class CircuitTest(FailoverCase):
             else:
                 self.assertStatus(r, 200)
         t_open = time.monotonic()
+        self.wait_circuit('b1', 'open')
         total = sum(self.served(b) for b in self.backends)
         self.assertEqual(total, sent, 'requests were retried: %d sent, %d served' % (
             sent, total))
@@ -384,8 +443,7 @@ class CircuitTest(FailoverCase):
     def test_5xx_passed_through_then_circuit_opens(self):
         b1 = self.setup_circuit()
         self.open_circuit(b1)
-        st = self.backend_stats('b1')
-        self.assertEqual(st['circuit'], 'open', st)
+        st = self.wait_circuit('b1', 'open')
         self.assertGreaterEqual(st['failures'], 3, st)
         self.assertTrue(st['healthy'], 'the health checks were meant to stay out of this')
         # while open (2s), traffic goes to the others only
@@ -406,7 +464,7 @@ class CircuitTest(FailoverCase):
         self.assertEqual(res.statuses[500], 1, repr(res))
         self.assertEqual(res.statuses[200], 59, repr(res))
         t_reopen = time.monotonic()
-        self.assertEqual(self.backend_stats('b1')['circuit'], 'open')
+        self.wait_circuit('b1', 'open')
         # a failed probe opens it for a full period again
         for i in range(10):
             self.assertIn(self.get('/again/%d' % i).header('X-Backend'), ('b2', 'b3'))
@@ -419,7 +477,7 @@ class CircuitTest(FailoverCase):
             r = self.get('/closed/%d' % i)
             self.assertStatus(r, 200)
             seen[r.header('X-Backend')] += 1
-        self.assertEqual(self.backend_stats('b1')['circuit'], 'closed')
+        self.wait_circuit('b1', 'closed')
         self.assertGreaterEqual(seen['b1'], 8, 'b1 not back in rotation: %r' % seen)
 
     def test_state_visible_as_half_open_while_probing(self):
@@ -434,7 +492,7 @@ class CircuitTest(FailoverCase):
                           timeout=3, message='circuit half_open while the probe is out')
         t.join(10)
         self.assertEqual(failed(holder[0]), {}, repr(holder[0]))
-        self.assertEqual(self.backend_stats('b1')['circuit'], 'closed')
+        self.wait_circuit('b1', 'closed')
 
 
 # ---------------------------------------------------------------- queue
