@@ -51,8 +51,9 @@ import unittest
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.abspath(os.path.join(HERE, '..', '..'))
 BIN = os.path.join(REPO, 'bin')
-MOCKBACKEND = os.path.join(BIN, 'mockbackend')
-GATEWAYD = os.path.join(BIN, 'gatewayd')
+# GWTEST_MOCKBACKEND / GWTEST_GATEWAYD: test another build (e.g. a sanitizer one)
+MOCKBACKEND = os.environ.get('GWTEST_MOCKBACKEND') or os.path.join(BIN, 'mockbackend')
+GATEWAYD = os.environ.get('GWTEST_GATEWAYD') or os.path.join(BIN, 'gatewayd')
 HOST = '127.0.0.1'
 
 ADMIN_TOKEN = 'gwtest-admin-token-0123456789'
