@@ -111,7 +111,7 @@ client_read(struct client *c, char *buf, size_t len)
 		/* Edge-triggered: a short read emptied the socket, and the next byte to
 		 * arrive raises a new edge, so no EAGAIN read is needed to re-arm. */
 		if ((n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) ||
-		    (n > 0 && (size_t)n < len))
+		    (n > 0 && (size_t)n < len && !c->hup))
 			c->readable = 0;
 		return n;
 	}
@@ -241,7 +241,7 @@ client_accept(struct worker *w, struct listener *l, int fd, const struct sockadd
 	c->peer_port = ntohs(sa->sa_family == AF_INET6 ? ((const struct sockaddr_in6 *)sa)->sin6_port
 						       : ((const struct sockaddr_in *)sa)->sin_port);
 	c->state = CS_IDLE;
-	c->deadline_ms = w->now_ms + (w->rt ? w->rt->cfg->timeouts.client_header_ms : 10000);
+	c->deadline_ms = w->now_ms + w->rt->cfg->timeouts.client_header_ms;
 	if (l->tls) {
 		c->tls = 1;
 		c->ssl = SSL_new(l->ssl_ctx);
@@ -257,7 +257,8 @@ client_accept(struct worker *w, struct listener *l, int fd, const struct sockadd
 	worker_counter_add(&w->st_conns, 1);
 	/* Registered once for both directions, edge-triggered: readiness is kept in
 	 * c->readable/c->writable, so no event_add/del per request. */
-	event_assign(&c->ev, w->base, fd, EV_READ | EV_WRITE | EV_PERSIST | EV_ET, client_event, c);
+	event_assign(&c->ev, w->base, fd, EV_READ | EV_WRITE | EV_CLOSED | EV_PERSIST | EV_ET,
+		     client_event, c);
 	event_add(&c->ev, NULL);
 	c->readable = 1;
 	c->writable = 1;
@@ -296,6 +297,8 @@ client_event(evutil_socket_t fd, short what, void *arg)
 		c->readable = 1;
 	if (what & EV_WRITE)
 		c->writable = 1;
+	if (what & EV_CLOSED)
+		c->hup = c->readable = 1;
 	client_run(c);
 }
 
@@ -325,6 +328,27 @@ client_parse_error(struct exchange *x, int r)
 	}
 }
 
+/*
+ * RFC 9112 2.2: a server SHOULD ignore empty lines received before the request-line
+ * (some clients send a CRLF after a POST body). Dropped here, before parsing starts, so
+ * that the parsed head always begins at the front of the buffer.
+ */
+static void
+client_skip_empty_lines(struct exchange *x)
+{
+	uint32_t skip = 0;
+
+	if (x->req.scan_off != 0)
+		return;
+	while (skip + 1 < x->in.end && skip < 8 && x->in.data[skip] == '\r' &&
+	       x->in.data[skip + 1] == '\n')
+		skip += 2;
+	if (skip == 0)
+		return;
+	memmove(x->in.data, x->in.data + skip, x->in.end - skip);
+	x->in.end -= skip;
+}
+
 /* Reads and parses a request head; dispatches it when complete. */
 static void
 client_head(struct client *c)
@@ -332,6 +356,7 @@ client_head(struct client *c)
 	struct exchange *x = c->x;
 	int r = HTTP_AGAIN;
 
+	client_skip_empty_lines(x);
 	if (x->in.end > 0)
 		r = http_parse_request(&x->req, x->in.data, x->in.end, &x->rt->limits);
 	while (r == HTTP_AGAIN && c->readable) {
@@ -360,6 +385,7 @@ client_head(struct client *c)
 			return;
 		}
 		x->in.end += (uint32_t)n;
+		client_skip_empty_lines(x);
 		r = http_parse_request(&x->req, x->in.data, x->in.end, &x->rt->limits);
 	}
 	if (r == HTTP_AGAIN)

@@ -19,6 +19,7 @@
 
 #include "balance.h"
 #include "config.h"
+#include "tls.h"
 #include "http.h"
 #include "util.h"
 #include "xmalloc.h"
@@ -564,6 +565,15 @@ config_dir_listen(struct config_parser *p, const struct config_directive *d, cha
 	l.tls = argc > 1;
 	if (l.tls && config_parse_opts(p, d, argv + 2, argc - 2, &l) < 0)
 		return -1;
+	if (l.tls) {
+		/* Load the pair now, so that -t and a reload catch a bad or mismatched
+		 * certificate with its line, not the daemon at start-up. */
+		char msg[512];
+		SSL_CTX *ctx = tls_server_ctx(l.cert, l.key, msg, sizeof msg);
+		if (ctx == NULL)
+			return config_error(p, "listen: %s", msg);
+		SSL_CTX_free(ctx);
+	}
 	for (int i = 0; i < c->nlistens; i++)
 		if (c->listens[i].addrlen == a.addrlen &&
 		    memcmp(&c->listens[i].addr, &a.addr, a.addrlen) == 0)

@@ -29,6 +29,7 @@
 #define UPSTREAM_IDLE_MAX 256
 
 static void proxy_fail(struct exchange *x, int timeout);
+static void proxy_respond_failure(struct exchange *x);
 static void proxy_finish(struct exchange *x);
 
 /* ---- send queues ---- */
@@ -154,7 +155,8 @@ upconn_connect(struct worker *w, struct backend *b)
 	backend_ref(b);
 	u->state = UP_CONNECTING;
 	b->pw[w->id].nconns++;
-	event_assign(&u->ev, w->base, fd, EV_READ | EV_WRITE | EV_PERSIST | EV_ET, upconn_event, u);
+	event_assign(&u->ev, w->base, fd, EV_READ | EV_WRITE | EV_CLOSED | EV_PERSIST | EV_ET,
+		     upconn_event, u);
 	event_add(&u->ev, NULL);
 	return u;
 }
@@ -182,7 +184,8 @@ upconn_put_idle(struct upconn *u)
 {
 	struct backend_pw *pw = &u->b->pw[u->w->id];
 
-	if (pw->nidle >= UPSTREAM_IDLE_MAX || atomic_load(&u->b->admin) != BACKEND_ENABLED) {
+	if (u->hup || pw->nidle >= UPSTREAM_IDLE_MAX ||
+	    atomic_load(&u->b->admin) != BACKEND_ENABLED) {
 		upconn_close(u);
 		return;
 	}
@@ -232,9 +235,11 @@ upconn_event(evutil_socket_t fd, short what, void *arg)
 		u->readable = 1;
 	if (what & EV_WRITE)
 		u->writable = 1;
+	if (what & EV_CLOSED)
+		u->hup = u->readable = 1;
 	if (u->state == UP_IDLE) {
 		/* An idle connection has nothing to say: this is a close or garbage. */
-		if (what & EV_READ) {
+		if (what & (EV_READ | EV_CLOSED)) {
 			upconn_unlink_idle(u);
 			upconn_close(u);
 		}
@@ -796,6 +801,11 @@ proxy_start(struct exchange *x)
 		}
 		return;
 	}
+	if (r < 0 && x->attempts > 0) {
+		/* a retry found no other backend: the client learns what really failed */
+		proxy_respond_failure(x);
+		return;
+	}
 	if (r < 0) {
 		respond_error(x, 503, "no_healthy_backend", "No healthy backend is available.",
 			      "Retry-After: 5\r\n", NULL);
@@ -819,6 +829,17 @@ proxy_can_retry(struct exchange *x)
 	return 1;
 }
 
+static void
+proxy_respond_failure(struct exchange *x)
+{
+	x->close_client = x->close_client || !x->buffered;
+	if (x->last_fail_timeout)
+		respond_error(x, 504, "gateway_timeout", "The backend did not answer in time.",
+			      NULL, NULL);
+	else
+		respond_error(x, 502, "bad_gateway", "The backend failed to answer.", NULL, NULL);
+}
+
 /* The backend failed before any response byte: retry elsewhere or answer 502/504. */
 static void
 proxy_fail(struct exchange *x, int timeout)
@@ -826,6 +847,7 @@ proxy_fail(struct exchange *x, int timeout)
 	struct backend *b = x->b;
 	int reused = x->u != NULL && x->u->reused;
 
+	x->last_fail_timeout = (uint8_t)timeout;
 	proxy_release_backend(x, 0);
 	if (reused && !x->reuse_retry_done && x->buffered && !timeout) {
 		/* A pooled connection the backend had closed: not the backend's fault. */
@@ -845,12 +867,7 @@ proxy_fail(struct exchange *x, int timeout)
 		client_close(x->c);
 		return;
 	}
-	x->close_client = x->close_client || !x->buffered;
-	if (timeout)
-		respond_error(x, 504, "gateway_timeout", "The backend did not answer in time.",
-			      NULL, NULL);
-	else
-		respond_error(x, 502, "bad_gateway", "The backend failed to answer.", NULL, NULL);
+	proxy_respond_failure(x);
 }
 
 void
@@ -881,6 +898,9 @@ proxy_connected(struct upconn *u)
 	if (getsockopt(u->fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1 || err != 0)
 		return -1;
 	u->state = UP_BUSY;
+	/* connected: from now on the response timeout runs */
+	if (u->x != NULL)
+		u->x->c->deadline_ms = u->w->now_ms + u->x->rt->cfg->timeouts.response_ms;
 	return 1;
 }
 
@@ -906,6 +926,8 @@ proxy_step_request(struct exchange *x)
 	}
 	if (x->req_body_left == 0) {
 		x->req_done = 1;
+		/* the whole request is out: the backend has `response` to answer */
+		c->deadline_ms = x->w->now_ms + x->rt->cfg->timeouts.response_ms;
 		return progress;
 	}
 	if (x->in.start < x->in.end) {
@@ -933,6 +955,9 @@ proxy_step_request(struct exchange *x)
 	if (n < 0)
 		return progress;
 	x->in.end += (uint32_t)n;
+	/* the client is still uploading: its pace is bounded by client_idle, not by the
+	 * backend's response timeout */
+	c->deadline_ms = x->w->now_ms + x->rt->cfg->timeouts.client_idle_ms;
 	return 1;
 }
 
@@ -969,8 +994,7 @@ proxy_step_resp_head(struct exchange *x)
 		}
 		if (n <= 0)
 			return x->resp_started ? -2 : -1;
-		if ((size_t)n < x->out.cap - x->out.end)
-			u->readable = 0; /* short read: drained; the next byte brings an edge */
+		x->short_read = (size_t)n < x->out.cap - x->out.end;
 		x->resp_started = 1;
 		x->out.end += (uint32_t)n;
 		x->c->deadline_ms = x->w->now_ms + x->rt->cfg->timeouts.response_ms;
@@ -1059,8 +1083,7 @@ proxy_step_resp_body(struct exchange *x)
 	}
 	if (n <= 0)
 		return -2; /* truncated response: the client connection must end too */
-	if ((size_t)n < x->out.cap)
-		u->readable = 0;
+	x->short_read = (size_t)n < x->out.cap;
 	x->out.end = (uint32_t)n;
 	x->c->deadline_ms = x->w->now_ms + x->rt->cfg->timeouts.response_ms;
 	return 1;
@@ -1229,6 +1252,14 @@ proxy_finish(struct exchange *x)
 {
 	int reusable = x->resp.keep_alive && x->req_done && x->resp.body != HTTP_BODY_EOF;
 
+	/*
+	 * Edge-triggered reads normally go on until EAGAIN, so that a FIN or RST that came
+	 * with the last bytes is not missed while a response is incomplete. Once it is
+	 * complete, a short last read means the socket was drained: skip the EAGAIN read
+	 * when the connection is reused (a close meanwhile raises a new edge).
+	 */
+	if (x->u != NULL && x->short_read && !x->u->hup)
+		x->u->readable = 0;
 	proxy_record(x, x->resp.status >= 500);
 	if (x->resp.status < 500)
 		circuit_success(&x->b->circuit, x->w->now_ms);

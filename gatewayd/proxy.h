@@ -32,6 +32,7 @@ struct upconn {
 	uint8_t state;
 	uint8_t readable, writable;
 	uint8_t reused; /* served a previous request */
+	uint8_t hup;    /* the backend closed or reset: read until 0 */
 	uint64_t idle_since_ms;
 };
 
@@ -54,6 +55,8 @@ struct exchange {
 	uint8_t request_id_len;
 	uint8_t request_id_generated;
 	const struct config_route *route;
+	const char *path; /* the request's path (absolute-form: after the authority) */
+	uint32_t path_len;
 	uint64_t start_us;
 	uint64_t head_started_ms;
 
@@ -72,6 +75,8 @@ struct exchange {
 	uint8_t sent_continue;
 	uint8_t close_client;  /* close after this response */
 	uint8_t buffered;      /* the whole request is still in `in`: retryable */
+	uint8_t last_fail_timeout; /* the last backend failure was a timeout (504) */
+	uint8_t short_read;    /* the last upstream read did not fill the buffer */
 	uint64_t req_body_left;
 	struct http_chunked req_chunk;
 	uint64_t resp_body_left;

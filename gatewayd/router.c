@@ -65,10 +65,39 @@ stage_client_ip_xff(struct exchange *x, const char *v, size_t len)
 	}
 }
 
+/* The path routes and built-ins match: origin-form as is, absolute-form minus
+ * "scheme://authority" (RFC 9112 3.2.2). */
+static void
+router_path(struct exchange *x)
+{
+	const struct http_msg *m = &x->req;
+	const char *t = x->in.data + m->target_off;
+	const char *end = t + m->path_len;
+
+	x->path = t;
+	x->path_len = m->path_len;
+	if (m->path_len == 0 || t[0] == '/')
+		return;
+	const char *p = memmem(t, m->path_len, "://", 3);
+	if (p == NULL)
+		return;
+	p += 3;
+	while (p < end && *p != '/')
+		p++;
+	if (p == end) {
+		x->path = "/";
+		x->path_len = 1;
+	} else {
+		x->path = p;
+		x->path_len = (uint32_t)(end - p);
+	}
+}
+
 static enum stage_result
 stage_client_ip(struct exchange *x)
 {
 	proxy_make_request_id(x);
+	router_path(x);
 	memcpy(x->client_ip, x->c->peer, 16);
 	if (x->rt->cfg->ntrusted_proxy == 0 ||
 	    cidr_tree_match(x->rt->trusted, x->c->peer, NULL) == NULL)
@@ -154,13 +183,12 @@ static enum stage_result
 stage_builtin(struct exchange *x)
 {
 	const struct http_msg *m = &x->req;
-	const char *path = x->in.data + m->target_off;
 
 	for (size_t i = 0; i < sizeof(router_builtins) / sizeof(router_builtins[0]); i++) {
 		const struct builtin *bi = &router_builtins[i];
 		size_t plen = strlen(bi->path);
 
-		if (m->path_len != plen || memcmp(path, bi->path, plen) != 0)
+		if (x->path_len != plen || memcmp(x->path, bi->path, plen) != 0)
 			continue;
 		if (bi->method != HTTP_M_OTHER && m->method != bi->method &&
 		    !(bi->method == HTTP_M_GET && m->method == HTTP_M_HEAD)) {
@@ -180,9 +208,7 @@ stage_builtin(struct exchange *x)
 static enum stage_result
 stage_route(struct exchange *x)
 {
-	const struct http_msg *m = &x->req;
-
-	x->route = config_route_match(x->rt->cfg, x->in.data + m->target_off, m->path_len);
+	x->route = config_route_match(x->rt->cfg, x->path, x->path_len);
 	if (x->route == NULL) {
 		respond_error(x, 404, "not_found", "No route matches this path.", NULL, NULL);
 		return STAGE_DONE;

@@ -279,6 +279,7 @@ worker_new(int id)
 	w->balance = balance_state_new(util_hash64(&w, sizeof(w)) ^ (uint64_t)id);
 	w->rng = util_hash64(&w, sizeof(w)) | 1;
 	w->now_ms = util_now_ms();
+	worker_rt_refresh(w);
 	w->retry_tokens = 10000;
 	w->tick = event_new(w->base, -1, EV_PERSIST, worker_tick, w);
 	event_add(w->tick, &tv);

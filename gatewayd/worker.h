@@ -62,6 +62,7 @@ struct client {
 	uint8_t tls_handshaking;
 	uint8_t tls;
 	uint8_t closed; /* client_close() ran; freed at the next tick */
+	uint8_t hup;    /* the peer shut down its side: read until 0, no short-read shortcut */
 	uint8_t peer[16]; /* peer address, 16-byte form (cidr.h) */
 	uint8_t peer_text_len;
 	char peer_text[47]; /* formatted once per connection, for X-Forwarded-For */
