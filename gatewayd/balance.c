@@ -19,11 +19,27 @@
 /* Bounded-load factor c = 5/4 (Mirrokni, Thorup, Zadimoghaddam 2018). */
 #define BOUNDED_LOAD_NUM 5
 #define BOUNDED_LOAD_DEN 4
+/*
+ * Below this many in-flight requests a backend is never "overloaded": at low load the
+ * bound ceil(1.25 (total + 1) / n) is 1 or 2, so a client's second concurrent request,
+ * or a request that races the decrement of the previous one on another worker thread,
+ * would be pushed off its backend and affinity would be lost for no benefit.
+ */
+#define BOUNDED_LOAD_FLOOR 8
 
-/* Adaptive cost of a backend whose latency is not known yet: cheap, so it gets tried. */
-#define ADAPTIVE_DEFAULT_MS 1.0
+/*
+ * Added to every latency estimate: differences well under a millisecond are noise on
+ * any network, and with a zero estimate in-flight requests and failures still count.
+ */
+#define ADAPTIVE_BASE_MS 1.0
 /* Each recent failure adds this much to the cost multiplier (1 failure doubles it). */
 #define ADAPTIVE_FAILURE_PENALTY 1.0
+/*
+ * Costs within this ratio are a tie, settled by the random order of the candidates:
+ * latency noise between equal backends must not turn into a lopsided share (with no
+ * concurrency the cost is latency alone, and P2C would starve the unlucky backend).
+ */
+#define ADAPTIVE_TIE_RATIO 0.75
 
 struct ring_point {
 	uint64_t point;
@@ -374,7 +390,14 @@ static double
 balance_adaptive_cost(const struct balance_target *t)
 {
 	/* !(x > 0) also catches NaN from a confused caller */
-	double ms = t->ewma_ms > 0 ? t->ewma_ms : ADAPTIVE_DEFAULT_MS;
+	/*
+	 * A backend without a measurement looks cheap, so that it gets tried: were unknown
+	 * latency priced at some default, a backend slower than that default on its first
+	 * answers would never be picked again and its estimate never corrected (the proxy
+	 * also lets estimates fade while a backend gets no traffic). The base keeps active
+	 * and failures counting when the estimate is zero.
+	 */
+	double ms = (t->ewma_ms > 0 ? t->ewma_ms : 0.0) + ADAPTIVE_BASE_MS;
 	double penalty = 1.0 + ADAPTIVE_FAILURE_PENALTY * (double)t->recent_failures;
 
 	return ms * ((double)t->active + 1.0) * penalty / (double)balance_weight(t);
@@ -401,7 +424,7 @@ balance_adaptive(struct balance_state *s, const struct balance_target *t, int n)
 	b = balance_rand_below(s, (uint64_t)ne - 1);
 	if (b >= a)
 		b++; /* distinct from a, still uniform over the others */
-	if (balance_adaptive_cost(&t[el[b]]) < balance_adaptive_cost(&t[el[a]]))
+	if (balance_adaptive_cost(&t[el[b]]) < ADAPTIVE_TIE_RATIO * balance_adaptive_cost(&t[el[a]]))
 		return el[b];
 	return el[a];
 }
@@ -480,6 +503,8 @@ balance_ip_hash(struct balance_state *s, const struct balance_target *t, int n, 
 		return -1;
 	cap = (BOUNDED_LOAD_NUM * (total_active + 1) + BOUNDED_LOAD_DEN * (uint64_t)ne - 1) /
 	      (BOUNDED_LOAD_DEN * (uint64_t)ne);
+	if (cap < BOUNDED_LOAD_FLOOR)
+		cap = BOUNDED_LOAD_FLOOR;
 	size_t pos = balance_ring_find(s, h);
 
 	for (size_t k = 0; k < s->ring_len && nseen < ne; k++) {

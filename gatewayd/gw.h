@@ -64,6 +64,7 @@ struct backend {
 	_Atomic uint32_t active;  /* in-flight requests over all workers */
 	_Atomic uint64_t up_since_ms; /* for slow start; 0 = long up */
 	_Atomic uint64_t ewma_us; /* response time, EWMA, written racily by workers */
+	_Atomic uint64_t ewma_at_ms; /* when ewma_us was last updated */
 	_Atomic uint32_t recent_failures; /* decays in the health thread */
 	struct circuit circuit;
 

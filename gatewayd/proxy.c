@@ -276,6 +276,21 @@ proxy_eligible(const struct exchange *x, struct backend *b, int idx, uint64_t no
 }
 
 /*
+ * The latency estimate the adaptive strategy sees: it halves for every 2 s without a
+ * new measurement, so a backend that stopped getting traffic after a slow spell is
+ * tried again and its estimate corrected, instead of being starved forever.
+ */
+static double
+proxy_ewma_ms(struct backend *b, uint64_t now)
+{
+	uint64_t us = atomic_load_explicit(&b->ewma_us, memory_order_relaxed);
+	uint64_t at = atomic_load_explicit(&b->ewma_at_ms, memory_order_relaxed);
+	uint64_t halvings = now > at ? (now - at) / 2000 : 0;
+
+	return halvings >= 63 ? 0.0 : (double)(us >> halvings) / 1000.0;
+}
+
+/*
  * Picks a backend for x. Returns 1 with x->b set (circuit claimed, active counted), 0
  * when every candidate is at max_conns (queue), -1 when none is available.
  */
@@ -297,8 +312,7 @@ proxy_pick(struct exchange *x)
 			t[i].weight = backend_effective_weight(b, now);
 			t[i].eligible = proxy_eligible(x, b, i, now, &busy);
 			t[i].active = atomic_load_explicit(&b->active, memory_order_relaxed);
-			t[i].ewma_ms = (double)atomic_load_explicit(&b->ewma_us, memory_order_relaxed) /
-				       1000.0;
+			t[i].ewma_ms = proxy_ewma_ms(b, now);
 			t[i].recent_failures =
 				atomic_load_explicit(&b->recent_failures, memory_order_relaxed);
 			any |= t[i].eligible;
@@ -733,7 +747,9 @@ proxy_record(struct exchange *x, int failed)
 {
 	struct backend *b = x->b;
 	struct backend_pw *pw = &b->pw[x->w->id];
-	uint64_t us = util_now_us() - x->start_us;
+	/* from the moment the backend had the request: connect time and a slow upload
+	 * are not the backend's response time */
+	uint64_t us = util_now_us() - (x->sent_us ? x->sent_us : x->start_us);
 
 	worker_counter_add(&pw->requests, 1);
 	if (failed) {
@@ -744,10 +760,16 @@ proxy_record(struct exchange *x, int failed)
 	}
 	worker_counter_add(&pw->responses, 1);
 	worker_counter_add(&pw->latency_us_sum, us);
+	/* The first answer on a new connection is slow for reasons of its own (cold
+	 * socket, the backend's first request): one such sample would make an equal
+	 * backend look several times slower and the adaptive strategy would shun it. */
+	if (x->u == NULL || !x->u->reused)
+		return;
 	/* EWMA with alpha 1/8; racy between workers on purpose: it is a hint. */
 	uint64_t old = atomic_load_explicit(&b->ewma_us, memory_order_relaxed);
 	atomic_store_explicit(&b->ewma_us, old == 0 ? us : old - old / 8 + us / 8,
 			      memory_order_relaxed);
+	atomic_store_explicit(&b->ewma_at_ms, x->w->now_ms, memory_order_relaxed);
 }
 
 /* Sends x's request over u (pooled or connecting); u NULL means the connect failed. */
@@ -926,6 +948,7 @@ proxy_step_request(struct exchange *x)
 	}
 	if (x->req_body_left == 0) {
 		x->req_done = 1;
+		x->sent_us = util_now_us();
 		/* the whole request is out: the backend has `response` to answer */
 		c->deadline_ms = x->w->now_ms + x->rt->cfg->timeouts.response_ms;
 		return progress;

@@ -58,6 +58,7 @@ struct exchange {
 	const char *path; /* the request's path (absolute-form: after the authority) */
 	uint32_t path_len;
 	uint64_t start_us;
+	uint64_t sent_us; /* the whole request was written to the backend */
 	uint64_t head_started_ms;
 
 	/* upstream side */

@@ -668,8 +668,14 @@ test_adaptive_prefers_fast(void **state)
 	struct balance_state *s = new_state(t, 3, 24);
 
 	count_picks(s, BALANCE_ADAPTIVE, t, 3, 3000, counts);
-	/* two choices: the fastest wins whenever drawn (2/3), the slowest never */
+	/* two choices: the fastest wins whenever drawn (2/3); 50 ms against 40 ms is within
+	 * the tie ratio (41/51 > 0.75), so each wins half of their pairings (1/6 each) */
 	assert_near(counts[1], 2000, 0.08);
+	assert_near(counts[0], 500, 0.2);
+	assert_near(counts[2], 500, 0.2);
+	/* a clear loser (50 ms against 2 ms and 3 ms) is never picked */
+	t[2].ewma_ms = 3;
+	count_picks(s, BALANCE_ADAPTIVE, t, 3, 3000, counts);
 	assert_int_equal(counts[0], 0);
 	balance_state_free(s);
 }
@@ -973,16 +979,17 @@ test_ip_hash_bounded_load_spills(void **state)
 		}
 	}
 	assert_true(spilled > 0);
-	/* {1,2,1,0}: cap = ceil(1.25 * 5 / 4) = 2, b1 at it exactly is still full */
+	/* {1,2,1,0}: ceil(1.25 * 5 / 4) = 2, but below the floor of 8 in flight nobody
+	 * counts as overloaded: every key is home (affinity at low load) */
 	t[1].active = 2;
 	t[2].active = 1;
 	for (int k = 0; k < NKEYS; k++)
+		assert_int_equal(pick_key(s, t, 4, keys[k]), before[k]);
+	/* {1,8,1,0}: b1 at the floor is full */
+	t[1].active = 8;
+	for (int k = 0; k < NKEYS; k++)
 		if (before[k] == 1)
 			assert_int_not_equal(pick_key(s, t, 4, keys[k]), 1);
-	/* {1,1,1,0}: cap 2, everyone under it again, every key is home */
-	t[1].active = 1;
-	for (int k = 0; k < NKEYS; k++)
-		assert_int_equal(pick_key(s, t, 4, keys[k]), before[k]);
 	balance_state_free(s);
 }
 
@@ -1003,6 +1010,8 @@ test_ip_hash_bounded_load_caps(void **state)
 		for (int k = 0; k < 4; k++)
 			total += t[k].active;
 		uint64_t cap = (5 * (total + 1) + 15) / 16;
+		if (cap < 8)
+			cap = 8; /* BOUNDED_LOAD_FLOOR */
 
 		assert_true(t[i].active + 1 <= cap);
 		t[i].active++;
