@@ -23,10 +23,10 @@ import collections
 import json
 import os
 import re
+import threading
 import time
 
 import gwtest
-from gwtest import Client, http_request
 
 NO_IP_LIMIT = 'ip_limit 1000000/1s'
 STRATEGIES = ('round_robin', 'least_connections', 'weighted', 'ip_hash', 'adaptive', 'random')
@@ -259,7 +259,6 @@ class IpHashTest(BalanceCase):
         # consistent`, HAProxy `balance source`): a second request of the same client
         # goes where the first one is, not to whichever backend is least busy.
         self.start_pool('ip_hash', extra='trusted_proxy 127.0.0.0/8')
-        import threading
         ip = '198.51.100.77'
         home = self.backend_of(self.get('/h', self.xff(ip)))
         got = []
@@ -374,10 +373,13 @@ class AdaptiveTest(BalanceCase):
         self.assertGreater(fast, 3 * c['b2'], repr(c))
 
     def test_all_backends_used_when_equal(self):
+        # Three equally fast backends, sequential requests: none may be starved (a
+        # backend whose latency is unknown or stale must still be tried).
         self.start_pool('adaptive')
         c = collections.Counter(self.fresh(300))
-        self.assertEqual(set(c), {'b1', 'b2', 'b3'}, repr(dict(c)))
-        self.assertGreater(min(c.values()), 30, repr(dict(c)))
+        c.update({b: 0 for b in ('b1', 'b2', 'b3')})
+        self.assertGreater(min(c.values()), 30, 'adaptive starved an equally fast, healthy '
+                           'backend over 300 sequential requests: %r' % dict(c))
 
 
 class RandomTest(BalanceCase):
@@ -518,7 +520,6 @@ class ChangeStrategyTest(BalanceCase):
 
     def test_change_under_load_fails_nothing(self):
         self.start_pool('round_robin')
-        import threading
         stop = threading.Event()
         errors = []
 

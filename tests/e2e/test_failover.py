@@ -14,12 +14,10 @@ are requests a load thread did not get to send before its time was up, not failu
 """
 
 import collections
-import signal
 import threading
 import time
 
 import gwtest
-from gwtest import http_request
 
 NO_IP_LIMIT = 'ip_limit 1000000/1s'
 FAST_HEALTH = 'health_check interval=1s timeout=500ms rise=2 fall=2'

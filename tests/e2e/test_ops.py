@@ -15,7 +15,6 @@ import collections
 import os
 import re
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -96,7 +95,7 @@ class IpLimitTest(OpsCase):
         # the same client behind a longer chain of our proxies is still the same client
         self.check_429(self.get('/a', xff('%s, 127.0.0.5' % a)), 5, 60)
         for i in range(5):
-            self.assertStatus(self.get('/b', xff(b)), 200, )
+            self.assertStatus(self.get('/b', xff(b)), 200)
         self.check_429(self.get('/b', xff(b)), 5, 60)
         # the proxy itself (no X-Forwarded-For) is its own client
         self.assertStatus(self.get('/p'), 200)
@@ -218,7 +217,6 @@ class ReloadTest(OpsCase):
         text += 'backend b3 127.0.0.1:%d\nbackend b4 127.0.0.1:%d\n' % (b3.port, b4.port)
         gw.reload(text)
         self.wait_backends(['b3', 'b4'])
-        t_switched = time.monotonic()
         for t in threads:
             t.join(15)
         for holder in loads:
@@ -236,7 +234,6 @@ class ReloadTest(OpsCase):
         self.assertTrue(set(seq) <= {'b3', 'b4'}, seq)
         self.assertEqual([self.served(b) for b in self.backends[:2]], old)
         self.assertEqual(gw.port, port)
-        self.assertIsNotNone(t_switched)
 
     def test_same_port_keeps_answering_during_reloads(self):
         gw = self.start_pool(n=2, extra=NO_IP_LIMIT)
@@ -266,8 +263,9 @@ class ReloadTest(OpsCase):
             t.join(10)
         self.assertEqual(errors, [], 'errors across 5 reloads')
         self.assertGreater(count[0], 50)
-        self.assertEqual(len(re.findall(r'(?i)reload', gw.proc.log())) >= 5, True,
-                         gw.proc.log_tail())
+        self.assertTrue(gw.proc.alive())
+        self.assertGreaterEqual(len(re.findall(r'(?i)reloaded', gw.proc.log())), 5,
+                                'five reloads should be logged:\n' + gw.proc.log_tail())
 
     def test_invalid_file_is_refused_and_old_config_serves(self):
         gw = self.start_pool(n=2, extra=NO_IP_LIMIT)
@@ -458,7 +456,7 @@ class CommandLineTest(OpsCase):
             self.assertEqual(r.header('X-Backend'), 'b9')
 
     def test_d_listen_overrides_the_file(self):
-        b = self.start_backend('b1')
+        self.start_backend('b1')
         port = gwtest.free_port()
         unused = gwtest.free_port()
         self.start_gateway('''
@@ -467,7 +465,6 @@ class CommandLineTest(OpsCase):
         ''' % unused, args=['-d', 'listen=127.0.0.1:%d' % port], port=port)
         self.assertStatus(self.get('/x'), 200)
         self.assertFalse(gwtest.port_open(unused), 'the file\'s listen line was used too')
-        del b
 
     def test_embedded_default_serves(self):
         # The embedded default (SPEC section 2), on a loopback port instead of 0.0.0.0:8080.
