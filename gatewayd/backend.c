@@ -81,8 +81,11 @@ backend_set_healthy(struct backend *b, int healthy, uint64_t now_ms)
 {
 	int was = atomic_exchange(&b->healthy, healthy);
 
-	if (healthy && !was)
+	if (healthy && !was) {
 		atomic_store(&b->up_since_ms, now_ms ? now_ms : 1);
+		/* the checks saw it come back: no need to wait out the circuit's open time */
+		circuit_reset(&b->circuit);
+	}
 }
 
 const char *

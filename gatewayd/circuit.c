@@ -163,6 +163,19 @@ circuit_success(struct circuit *c, uint64_t now_ms)
 	}
 }
 
+void
+circuit_reset(struct circuit *c)
+{
+	/* only an open circuit with no probe out: a probe in flight decides by itself */
+	if (atomic_load(&c->state) != CIRCUIT_OPEN || !circuit_take_token(c))
+		return;
+	if (atomic_load(&c->state) == CIRCUIT_OPEN) {
+		atomic_store(&c->failures, 0);
+		atomic_store(&c->state, CIRCUIT_CLOSED);
+	}
+	atomic_store(&c->probe_busy, 0);
+}
+
 /* closed -> open, by the failure that reached the threshold (whoever gets the token). */
 static void
 circuit_trip(struct circuit *c, uint64_t now_ms)

@@ -33,6 +33,11 @@ int circuit_available(const struct circuit *c, uint64_t now_ms);
  */
 int circuit_acquire(struct circuit *c, uint64_t now_ms);
 void circuit_success(struct circuit *c, uint64_t now_ms);
+/*
+ * open -> closed at once (no probe), for an independent proof of health: the active
+ * health checks saw the backend come back. No effect unless open with no probe out.
+ */
+void circuit_reset(struct circuit *c);
 void circuit_failure(struct circuit *c, uint64_t now_ms);
 /* The state as an operator sees it at now (open with open_ms elapsed still reads open
  * until a probe is claimed). */

@@ -96,6 +96,7 @@ struct gw {
 	_Atomic uint64_t rt_generation;
 	_Atomic int strategy; /* enum balance_strategy; changed live */
 	_Atomic int draining; /* SIGTERM received: stop accepting, finish in-flight */
+	_Atomic int queued;   /* requests waiting in every worker's queue */
 	struct worker *workers[GW_MAX_WORKERS];
 	int nworkers;
 	uint64_t start_ms;

@@ -644,7 +644,8 @@ proxy_build_response(struct exchange *x)
 			return -1;
 		sendq_add(&x->cliq, buf + h->line_off, h->line_len);
 	}
-	if (m->body == HTTP_BODY_EOF || !x->req.keep_alive)
+	if (m->body == HTTP_BODY_EOF || !x->req.keep_alive ||
+	    atomic_load_explicit(&gw.draining, memory_order_relaxed))
 		x->close_client = 1;
 	off = proxy_append(e, off, cap, "X-Request-Id: ", 14);
 	off = proxy_append(e, off, cap, x->request_id, x->request_id_len);

@@ -7,7 +7,8 @@
  * The request queue: when every candidate backend is at max_conns, requests wait here
  * instead of failing. One queue per worker (a request never leaves its worker), four
  * priority classes served highest first, FIFO inside a class, a deadline per request.
- * The configured `queue max` is shared evenly between the workers.
+ * `queue max` bounds the requests waiting in all the workers together (one atomic
+ * counter, touched only by requests that wait).
  *
  * A queued request gets a slot when one frees up on this worker (proxy.c activates
  * queue_ev) or, for slots freed by other workers, on a 5 ms timer that runs only while
@@ -18,15 +19,6 @@
 #define QUEUE_POLL_MS 5
 
 static void queue_event(evutil_socket_t fd, short what, void *arg);
-
-static uint32_t
-queue_capacity(const struct exchange *x)
-{
-	int max = x->rt->cfg->queue.max;
-	int n = gw.nworkers > 0 ? gw.nworkers : 1;
-
-	return (uint32_t)((max + n - 1) / n);
-}
 
 static void
 queue_arm(struct worker *w)
@@ -45,8 +37,12 @@ queue_push(struct exchange *x)
 	struct worker *w = x->w;
 	uint8_t prio = x->qprio < QUEUE_CLASSES ? x->qprio : QUEUE_CLASSES - 1;
 
-	if (w->queue_len >= queue_capacity(x) || x->rt->cfg->queue.max == 0)
+	int max = x->rt->cfg->queue.max;
+
+	if (atomic_fetch_add(&gw.queued, 1) >= max) {
+		atomic_fetch_sub(&gw.queued, 1);
 		return -1;
+	}
 	x->phase = X_QUEUED;
 	x->qprio = prio;
 	x->qdeadline_ms = w->now_ms + x->rt->cfg->queue.timeout_ms;
@@ -80,6 +76,7 @@ queue_remove(struct exchange *x)
 		w->queue_tail[p] = prev;
 	x->qnext = NULL;
 	w->queue_len--;
+	atomic_fetch_sub(&gw.queued, 1);
 	atomic_store_explicit(&w->st_queue_depth, w->queue_len, memory_order_relaxed);
 }
 

@@ -18,6 +18,8 @@ respond_head(struct exchange *x, int status, size_t body_len, const char *ctype,
 	char *o = x->out.data;
 	int n;
 
+	if (atomic_load_explicit(&gw.draining, memory_order_relaxed))
+		x->close_client = 1;
 	n = snprintf(o, x->out.cap,
 		     "HTTP/1.1 %d %s\r\n"
 		     "Content-Type: %s\r\n"

@@ -97,6 +97,42 @@ test_open_refuses_until_open_ms(void **state)
 	assert_int_equal(circuit_get_state(&c), CIRCUIT_OPEN);
 }
 
+/* The health checks saw the backend come back: an open circuit closes at once. */
+static void
+test_reset_closes_open(void **state)
+{
+	struct circuit c;
+
+	open_circuit(&c);
+	circuit_reset(&c);
+	assert_int_equal(circuit_get_state(&c), CIRCUIT_CLOSED);
+	assert_int_equal(atomic_load(&c.failures), 0);
+	assert_true(circuit_acquire(&c, T0 + 1));
+	/* and it can open again from scratch */
+	for (int i = 0; i < 3; i++)
+		circuit_failure(&c, T0 + 2);
+	assert_int_equal(circuit_get_state(&c), CIRCUIT_OPEN);
+}
+
+/* A probe in flight decides; closed stays closed with its failure count. */
+static void
+test_reset_leaves_half_open_and_closed(void **state)
+{
+	struct circuit c;
+
+	half_open_circuit(&c);
+	circuit_reset(&c);
+	assert_int_equal(circuit_get_state(&c), CIRCUIT_HALF_OPEN);
+	circuit_failure(&c, T0 + OPEN_MS + 5);
+	assert_int_equal(circuit_get_state(&c), CIRCUIT_OPEN);
+
+	circuit_init(&c, 3, OPEN_MS);
+	circuit_failure(&c, T0);
+	circuit_reset(&c);
+	assert_int_equal(circuit_get_state(&c), CIRCUIT_CLOSED);
+	assert_int_equal(atomic_load(&c.failures), 1);
+}
+
 /* available is a pure check: it reports the probe slot but does not take it. */
 static void
 test_available_is_pure(void **state)
@@ -494,6 +530,8 @@ main(void)
 	    cmocka_unit_test(test_open_ms_zero_probes_at_once),
 	    cmocka_unit_test(test_lost_probe_replaced),
 	    cmocka_unit_test(test_state_names),
+	    cmocka_unit_test(test_reset_closes_open),
+	    cmocka_unit_test(test_reset_leaves_half_open_and_closed),
 	    cmocka_unit_test(test_race_single_probe),
 	    cmocka_unit_test(test_race_failures_open_once),
 	    cmocka_unit_test(test_race_probes_never_overlap),
