@@ -429,10 +429,11 @@ proxy_connection_lists_others(const struct http_msg *m, const char *buf)
 {
 	size_t len;
 	const char *v = http_header_get(m, buf, HTTP_H_CONNECTION, &len);
-	const char *end = v + len;
+	const char *end;
 
 	if (v == NULL)
 		return 0;
+	end = v + len;
 	while (v < end) {
 		const char *t = v;
 		size_t n;
