@@ -5,6 +5,7 @@
 
 PREFIX ?= /usr/local
 BUILD ?= build
+BIN ?= bin
 CC ?= cc
 FUZZ_SECONDS ?= 10
 
@@ -28,9 +29,9 @@ FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BIN := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
 DEPS_STAMP := $(BUILD)/.deps-ok
 
-.PHONY: all deps test unit e2e fuzz fuzz-build fuzz-long asan run install clean format lint
+.PHONY: all deps test unit e2e fuzz fuzz-build fuzz-long asan asan-test run install clean format lint
 
-all: bin/gatewayd bin/mockbackend
+all: $(BIN)/gatewayd $(BIN)/mockbackend
 
 # Installs missing -dev packages (apt-get) once per build tree; see scripts/deps.sh.
 $(DEPS_STAMP): scripts/deps.sh
@@ -48,12 +49,12 @@ $(BUILD)/libgw.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-bin/gatewayd: $(BUILD)/gatewayd/gatewayd.o $(BUILD)/libgw.a
-	@mkdir -p bin
+$(BIN)/gatewayd: $(BUILD)/gatewayd/gatewayd.o $(BUILD)/libgw.a
+	@mkdir -p $(BIN)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS)
 
-bin/mockbackend: tests/mockbackend.c | $(DEPS_STAMP)
-	@mkdir -p bin
+$(BIN)/mockbackend: tests/mockbackend.c | $(DEPS_STAMP)
+	@mkdir -p $(BIN)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(LDLIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libgw.a
@@ -85,10 +86,18 @@ fuzz: $(FUZZ_BIN)
 fuzz-long:
 	$(MAKE) fuzz FUZZ_SECONDS=300
 
-# Address+undefined sanitizer build in its own tree; `make asan test` runs the suite on it.
+# Address+undefined sanitizer build in its own tree (build-asan/, binaries in
+# build-asan/bin); `make asan-test` runs the unit and end-to-end tests on it.
+ASAN_FLAGS := BUILD=build-asan BIN=build-asan/bin \
+	CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer" \
+	EXTRA_LDLIBS="-fsanitize=address,undefined"
 asan:
-	$(MAKE) BUILD=build-asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer" \
-		EXTRA_LDLIBS="-fsanitize=address,undefined" all unit
+	$(MAKE) $(ASAN_FLAGS) all unit
+
+asan-test: asan
+	BUILD=build-asan SKIP_FUZZ=1 GWTEST_GATEWAYD=$(CURDIR)/build-asan/bin/gatewayd \
+		GWTEST_MOCKBACKEND=$(CURDIR)/build-asan/bin/mockbackend \
+		ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 sh tests/run.sh
 
 run: all
 	@sh scripts/run-demo.sh
@@ -96,7 +105,7 @@ run: all
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 \
 		$(DESTDIR)$(PREFIX)/share/man/man5 $(DESTDIR)$(PREFIX)/share/man/man8
-	install -m 755 bin/gatewayd bin/mockbackend $(DESTDIR)$(PREFIX)/bin/
+	install -m 755 $(BIN)/gatewayd $(BIN)/mockbackend $(DESTDIR)$(PREFIX)/bin/
 	for m in man/*.[158]; do s=$${m##*.}; install -m 644 $$m $(DESTDIR)$(PREFIX)/share/man/man$$s/; done
 
 format:

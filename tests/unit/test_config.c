@@ -12,6 +12,9 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 
 #include "balance.h"
 #include "config.h"
@@ -123,6 +126,41 @@ temp_file(char *path, size_t len, const char *content)
 	assert_true(fd >= 0);
 	assert_int_equal(write(fd, content, strlen(content)), (ssize_t)strlen(content));
 	close(fd);
+}
+
+/*
+ * A real self-signed certificate and its key in two temporary files (the loader checks
+ * that they parse and match). The caller unlinks them.
+ */
+static void
+temp_cert_pair(char *cert, size_t clen, char *key, size_t klen)
+{
+	EVP_PKEY *pk = EVP_EC_gen("P-256");
+	X509 *x = X509_new();
+	FILE *f;
+
+	assert_non_null(pk);
+	assert_non_null(x);
+	ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+	X509_gmtime_adj(X509_getm_notBefore(x), 0);
+	X509_gmtime_adj(X509_getm_notAfter(x), 3600);
+	X509_set_pubkey(x, pk);
+	X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC,
+	                           (const unsigned char *)"localhost", -1, -1, 0);
+	X509_set_issuer_name(x, X509_get_subject_name(x));
+	assert_true(X509_sign(x, pk, EVP_sha256()) > 0);
+	temp_file(cert, clen, "");
+	temp_file(key, klen, "");
+	f = fopen(cert, "w");
+	assert_non_null(f);
+	assert_true(PEM_write_X509(f, x));
+	fclose(f);
+	f = fopen(key, "w");
+	assert_non_null(f);
+	assert_true(PEM_write_PrivateKey(f, pk, NULL, NULL, 0, NULL, NULL));
+	fclose(f);
+	X509_free(x);
+	EVP_PKEY_free(pk);
 }
 
 /* ---- defaults and the embedded configuration ---- */
@@ -293,8 +331,7 @@ test_listen_tls(void **state)
 	char cert[64], key[64], text[512];
 	struct config *c;
 
-	temp_file(cert, sizeof cert, "cert");
-	temp_file(key, sizeof key, "key");
+	temp_cert_pair(cert, sizeof cert, key, sizeof key);
 	snprintf(text, sizeof text, "listen 0.0.0.0:8443 tls cert=%s key=%s\nlisten 0.0.0.0:8080",
 	         cert, key);
 	c = cfg_ok(text);
@@ -315,6 +352,21 @@ test_listen_tls(void **state)
 	cfg_err(text, "t.conf:1: listen: cert file \"/tmp\" is not a regular file");
 	snprintf(text, sizeof text, "listen 0.0.0.0:8443 tls cert=%s key=%s ca=x", cert, key);
 	cfg_err(text, "t.conf:1: listen: unknown option 'ca'");
+	/* a file that is not a certificate, and a key that is not this certificate's */
+	char junk[64], cert2[64], key2[64];
+	temp_file(junk, sizeof junk, "not a certificate\n");
+	snprintf(text, sizeof text, "listen 0.0.0.0:8443 tls cert=%s key=%s", junk, key);
+	c = config_load_text("t.conf", text, NULL, errbuf, sizeof errbuf);
+	assert_null(c);
+	assert_non_null(strstr(errbuf, "t.conf:1: listen: tls: certificate"));
+	temp_cert_pair(cert2, sizeof cert2, key2, sizeof key2);
+	snprintf(text, sizeof text, "listen 0.0.0.0:8443 tls cert=%s key=%s", cert, key2);
+	c = config_load_text("t.conf", text, NULL, errbuf, sizeof errbuf);
+	assert_null(c);
+	assert_non_null(strstr(errbuf, "t.conf:1: listen: tls: "));
+	unlink(junk);
+	unlink(cert2);
+	unlink(key2);
 	unlink(cert);
 	unlink(key);
 }
