@@ -106,7 +106,7 @@ test_strategy_names(void **state)
 static void
 test_empty_set_returns_minus_one(void **state)
 {
-	struct balance_target t[1];
+	struct balance_target t[1] = {{0}};
 	struct balance_state *s = new_state(t, 0, 1);
 
 	for (int k = 0; k < NSTRATEGIES; k++) {

@@ -1533,12 +1533,11 @@ test_chunk_trailer_cap(void **state)
 static void
 test_chunk_line_cap(void **state)
 {
-	size_t cap = HTTP_CHUNK_LINE_MAX + 64;
-	char *b = malloc(cap);
+	/* static, not malloc: gcc's -O1 bounds analysis under ASan misreads the heap copy */
+	static char b[HTTP_CHUNK_LINE_MAX + 64];
 	size_t n;
 	struct http_chunked c;
 
-	assert_non_null(b);
 	/* leading zeros: a size line of exactly the cap (CRLF included) is accepted */
 	memset(b, '0', HTTP_CHUNK_LINE_MAX - 3);
 	b[HTTP_CHUNK_LINE_MAX - 3] = '1';
@@ -1550,13 +1549,13 @@ test_chunk_line_cap(void **state)
 	b[0] = '0';
 	assert_int_equal(chunk_whole(b, n + 1, &c), -1);
 	/* the same with an extension making the line long */
-	n = (size_t)snprintf(b, cap, "1;x=");
+	n = (size_t)snprintf(b, sizeof(b), "1;x=");
 	memset(b + n, 'a', HTTP_CHUNK_LINE_MAX);
 	n += HTTP_CHUNK_LINE_MAX;
 	assert_int_equal(chunk_whole(b, n, &c), -1);
 	/* and it fails as soon as the cap is passed, without a CRLF in sight */
 	assert_int_equal(chunk_whole(b, HTTP_CHUNK_LINE_MAX + 1, &c), -1);
-	free(b);
+
 }
 
 static void
