@@ -178,6 +178,25 @@ class IpLimitTest(OpsCase):
                              '2/1s let 4 requests through within ~110 ms around a second '
                              'boundary (%s): %r' % (clock.__name__, statuses))
 
+    def test_ipv6_clients_are_limited_separately(self):
+        self.start_pool(extra='ip_limit 3/60s\ntrusted_proxy 127.0.0.0/8')
+        a, b = '2001:db8::1', '2001:db8:0:1::1'
+        for i in range(3):
+            self.assertStatus(self.get('/v6', xff(a)), 200)
+        self.check_429(self.get('/v6', xff(a)), 3, 60)
+        self.check_429(self.get('/v6', xff('2001:DB8:0::1')), 3, 60)  # same address
+        self.assertStatus(self.get('/v6', xff(b)), 200)
+
+    def test_garbage_forwarded_for_falls_back_to_the_peer(self):
+        # A right-most hop that is not an address cannot be believed, nor can anything
+        # left of it: the client is the peer (nginx's realip does the same), so nobody
+        # escapes the limit by appending junk after a forged address.
+        self.start_pool(extra='ip_limit 3/60s\ntrusted_proxy 127.0.0.0/8')
+        for i in range(3):
+            self.assertStatus(self.get('/g', xff('203.0.113.%d, not-an-ip' % (i + 1))), 200)
+        self.check_429(self.get('/g'), 3, 60)  # the peer, 127.0.0.1, used them up
+        self.assertStatus(self.get('/g', xff('203.0.113.1')), 200)
+
     def test_stats_count_limiter_decisions(self):
         self.start_pool(extra='ip_limit 5/60s\ntrusted_proxy 127.0.0.0/8\n'
                               'ip_limit_exempt 127.0.0.0/8')
@@ -304,6 +323,32 @@ class ReloadTest(OpsCase):
             seq = [cl.get('/w').header('X-Backend') for _ in range(40)]
         self.assertEqual(collections.Counter(seq), {'b1': 30, 'b2': 10})
 
+    def test_reload_removing_a_backend_keeps_its_in_flight_requests(self):
+        gw = self.start_pool(n=2, extra=NO_IP_LIMIT)
+        results = []
+
+        def slow(i):
+            try:
+                results.append(self.get('/slow?ms=1200&i=%d' % i, timeout=10))
+            except Exception as e:
+                results.append(e)
+
+        ts = [threading.Thread(target=slow, args=(i,), daemon=True) for i in range(4)]
+        for t in ts:
+            t.start()
+        gwtest.wait_until(lambda: sum(self.served(b, '/slow') for b in self.backends) >= 4,
+                          timeout=5, message='4 slow requests at the backends')
+        self.assertGreater(self.served(self.backends[0], '/slow'), 0)
+        gw.reload(re.sub(r'^backend b1 .*\n', '', gw.config_text, flags=re.M))
+        self.wait_backends(['b2'])
+        for t in ts:
+            t.join(10)
+        self.assertEqual(len(results), 4)
+        for r in results:
+            self.assertIsInstance(r, gwtest.Response, 'in-flight request failed: %r' % r)
+            self.assertStatus(r, 200)
+        self.assertEqual({r.header('X-Backend') for r in results}, {'b1', 'b2'})
+
     def test_reload_applies_ip_limit(self):
         gw = self.start_pool(n=1, extra='ip_limit 1000/60s')
         for i in range(5):
@@ -366,6 +411,29 @@ class ShutdownTest(OpsCase):
         took = time.monotonic() - t_term
         self.assertEqual(rc, 0)
         self.assertLess(took, 1.5 + 3.0, 'exit took %.2fs after SIGTERM' % took)
+
+    def test_sigterm_serves_queued_requests_too(self):
+        # Requests waiting in the queue have been accepted: draining finishes them.
+        self.start_backend('b1')
+        gw = self.start_gateway('''
+            workers 1
+            %s
+            backend b1 127.0.0.1:{b1} max_conns=1
+            queue max=4 timeout=5s
+            health_check path=/_mock/stats interval=10s
+        ''' % NO_IP_LIMIT)
+        ts, results = self.start_slow(3, 500)
+        gwtest.wait_until(lambda: self.get('/stats').json()['queue']['depth'] == 2,
+                          timeout=3, interval=0.02, message='two requests queued')
+        t_term = time.monotonic()
+        gw.proc.send_signal(signal.SIGTERM)
+        for t in ts:
+            t.join(10)
+        for r in results:
+            self.assertIsInstance(r, gwtest.Response, 'queued request failed: %r' % r)
+            self.assertStatus(r, 200)
+        self.assertEqual(gw.proc.wait(timeout=5), 0)
+        self.assertLess(time.monotonic() - t_term, 1.5 + 3.0)
 
     def test_in_flight_responses_close_the_connection(self):
         # While draining, a keep-alive client is told that the connection ends with this
