@@ -594,6 +594,30 @@ store_migrate(struct store *st, int target)
 	return 0;
 }
 
+/*
+ * Switching a database to WAL needs an exclusive lock for a moment, and SQLite answers
+ * SQLITE_BUSY at once, without the busy handler, when another connection holds any lock.
+ * That happens when several processes or pool threads open a new file together, so the
+ * switch is retried here for as long as the busy timeout would have waited. Once the file
+ * is in WAL mode (it stays so), the pragma takes no lock.
+ */
+static int
+store_set_wal(struct store *st)
+{
+	int waited = 0, rc;
+
+	while ((rc = sqlite3_exec(st->db, "PRAGMA journal_mode = WAL", NULL, NULL, NULL)) !=
+	       SQLITE_OK) {
+		if ((rc & 0xff) != SQLITE_BUSY && (rc & 0xff) != SQLITE_LOCKED)
+			break;
+		if (waited >= st->busy_ms)
+			break;
+		sqlite3_sleep(10);
+		waited += 10;
+	}
+	return rc == SQLITE_OK ? 0 : store_fail(st, "switching to WAL", rc);
+}
+
 /* Opens and configures a connection without touching the schema. */
 static struct store *
 store_connect(const char *url, int flags, char *err, size_t errlen)
@@ -604,6 +628,12 @@ store_connect(const char *url, int flags, char *err, size_t errlen)
 
 	if (store_parse_url(url, &path, err, errlen) < 0)
 		return NULL;
+	/* Connections live on several threads: a single-thread build of SQLite would corrupt
+	 * its shared state (page cache, VFS locks) behind our back. */
+	if (!sqlite3_threadsafe()) {
+		snprintf(err, errlen, "the SQLite library was built without thread support");
+		return NULL;
+	}
 	st = xcalloc(1, sizeof(*st));
 	st->busy_ms = STORE_BUSY_MS;
 	/* NOMUTEX: one thread at a time per connection is the contract, so SQLite's own
@@ -623,7 +653,7 @@ store_connect(const char *url, int flags, char *err, size_t errlen)
 	 * which is what "201 means on disk" needs.
 	 */
 	if (store_exec(st, "PRAGMA foreign_keys = ON", "opening the database") < 0 ||
-	    store_exec(st, "PRAGMA journal_mode = WAL", "opening the database") < 0 ||
+	    store_set_wal(st) < 0 ||
 	    store_exec(st, "PRAGMA synchronous = FULL", "opening the database") < 0) {
 		snprintf(err, errlen, "%s: %s", path, st->err);
 		store_close(st);

@@ -243,7 +243,7 @@ int store_revocations_all(struct store *st, int64_t now, store_revocation_fn fn,
 /* Deletes the revocations with expires_at <= now. 0 or -1. */
 int store_revocations_purge(struct store *st, int64_t now);
 /* Deletes everything that expired by now (revocations, refresh tokens, blocks, bans) in
- * one transaction. 0 or -1. */
+ * one transaction of its own (so not between store_begin and store_commit). 0 or -1. */
 int store_purge_expired(struct store *st, int64_t now);
 
 /* --- admin blocks -------------------------------------------------------------------- */
