@@ -269,7 +269,7 @@ admin_have_store(struct job *j, const struct store *st)
 static void
 admin_store_fail(struct job *j, struct store *st, const struct admin_req *a, const char *what)
 {
-	log_warnx("admin %s (%s): %s: %s", what, a->actor, "store", store_error(st));
+	log_warnx("admin %s (%s): %s", what, a->actor, store_error(st));
 	store_rollback(st);
 	admin_unavailable(j, "The identity store is unavailable; try again.");
 }
@@ -858,8 +858,8 @@ admin_block_key_run(struct job *j, struct store *st)
 	if (admin_commit(j, st, a, action) != 0)
 		return;
 	identity_block(s.kind, s.value, until);
-	log_info("admin %s: %s blocked %s", a->actor, s.target,
-	         until ? "for a while" : "until removed");
+	log_info("admin %s: %s blocked for %llds (0: until removed)", a->actor, s.target,
+	         (long long)a->duration_s);
 	o = cJSON_CreateObject();
 	cJSON_AddBoolToObject(o, "ok", 1);
 	cJSON_AddStringToObject(o, "blocked", s.kind);
@@ -990,8 +990,8 @@ admin_block_ip_run(struct job *j, struct store *st)
 	if (admin_commit(j, st, a, "block_ip") != 0)
 		return;
 	identity_block("ip", a->ip, until);
-	log_info("admin %s: %s blocked %s", a->actor, a->ip,
-	         until ? "for a while" : "until removed");
+	log_info("admin %s: %s blocked for %llds (0: until removed)", a->actor, a->ip,
+	         (long long)a->duration_s);
 	o = cJSON_CreateObject();
 	cJSON_AddBoolToObject(o, "ok", 1);
 	cJSON_AddStringToObject(o, "ip", a->ip);
