@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api.h"
 #include "proxy.h"
 #include "ratelimit.h"
 #include "stats.h"

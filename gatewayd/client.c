@@ -80,8 +80,8 @@ exchange_get(struct client *c)
 	return x;
 }
 
-static void
-exchange_put(struct exchange *x)
+void
+client_exchange_release(struct exchange *x)
 {
 	struct worker *w = x->w;
 
@@ -202,7 +202,10 @@ client_close(struct client *c)
 			queue_remove(x);
 		proxy_abort(x);
 		c->x = NULL;
-		exchange_put(x);
+		if (x->job_pending)
+			x->c = NULL; /* orphaned: jobs_complete releases it when the job is back */
+		else
+			client_exchange_release(x);
 	}
 	if (c->ssl != NULL) {
 		SSL_shutdown(c->ssl);
@@ -377,7 +380,7 @@ client_head(struct client *c)
 				 * so an idle connection costs no buffer. */
 				const struct config_timeouts *t = &x->rt->cfg->timeouts;
 				c->x = NULL;
-				exchange_put(x);
+				client_exchange_release(x);
 				c->state = CS_IDLE;
 				c->deadline_ms = c->w->now_ms + (c->nrequests > 0 ? t->client_idle_ms
 										: t->client_header_ms);
@@ -449,7 +452,7 @@ client_exchange_done(struct exchange *x)
 	left = x->in.end - x->in.start;
 	if (left == 0) {
 		c->x = NULL;
-		exchange_put(x);
+		client_exchange_release(x);
 		c->state = CS_IDLE;
 		c->deadline_ms = c->w->now_ms + c->w->rt->cfg->timeouts.client_idle_ms;
 		return;

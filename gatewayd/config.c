@@ -27,16 +27,11 @@
 /*
  * SPEC section 2's embedded default, minus what this version cannot honour yet; each
  * line returns with its feature:
- *   database sqlite:gatewayd.db                       - with the user/key store (the
- *                                                       directive is accepted, and this
- *                                                       is its default, but nothing
- *                                                       opens the database yet)
  *   cache ttl=30s max_memory=64mb                     - with the response cache
- *   route /api/v2/premium auth=jwt min_tier=premium   - with JWT identity and tiers
- *   route /api/v2/ auth=jwt                           - with JWT identity
  *   route / auth=none cache=on (here without cache=on) - with the response cache
  */
 const char config_default_text[] = "listen 0.0.0.0:8080\n"
+                                   "database sqlite:gatewayd.db\n"
                                    "strategy round_robin\n"
                                    "backend b1 127.0.0.1:5001 weight=2 dc=us-east\n"
                                    "backend b2 127.0.0.1:5002 weight=1 dc=eu-west\n"
@@ -44,6 +39,8 @@ const char config_default_text[] = "listen 0.0.0.0:8080\n"
                                    "datacenter us-east lat=39.04 lon=-77.49\n"
                                    "datacenter eu-west lat=53.35 lon=-6.26\n"
                                    "datacenter ap-south lat=1.35 lon=103.82\n"
+                                   "route /api/v2/premium auth=jwt min_tier=premium\n"
+                                   "route /api/v2/ auth=jwt\n"
                                    "route / auth=none\n";
 
 #define CONFIG_SECOND 1000ULL
@@ -721,12 +718,7 @@ config_dir_route(struct config_parser *p, const struct config_directive *d, char
 	if (config_parse_value(p, d, &config_route_prefix, argv[0], &r) < 0 ||
 	    config_parse_opts(p, d, argv + 1, argc - 1, &r) < 0)
 		return -1;
-	/* Accepted by the language, refused until the identity and cache features land. */
-	if (r.auth == CONFIG_AUTH_JWT || r.auth == CONFIG_AUTH_APIKEY || r.auth == CONFIG_AUTH_ANY)
-		return config_error(p, "route: auth=%s is not supported yet",
-		                    config_auth_name(r.auth));
-	if (r.min_tier[0] != '\0')
-		return config_error(p, "route: min_tier= is not supported yet");
+	/* Accepted by the language, refused until the cache feature lands. */
 	if (r.cache)
 		return config_error(p, "route: cache=on is not supported yet");
 	r.prefix_len = strlen(r.prefix);
@@ -880,6 +872,89 @@ static const struct config_opt config_ip_limit_value = {
 	"rate", CONFIG_OPT_RATE, CONFIG_AT(ip_limit), 0, 0, 0, 0, 0};
 /* clang-format on */
 
+/* clang-format off */
+static const struct config_opt config_ban_opts[] = {
+	{"threshold", CONFIG_OPT_U64, CONFIG_AT(ban.threshold), 1, 1000000, 0, 0, 0},
+	{"base", CONFIG_OPT_DURATION, CONFIG_AT(ban.base_ms), 1000, CONFIG_DUR_MAX, 0, 0, 0},
+	{"multiplier", CONFIG_OPT_U64, CONFIG_AT(ban.multiplier), 1, 100, 0, 0, 0},
+	{"max", CONFIG_OPT_DURATION, CONFIG_AT(ban.max_ms), 1000, CONFIG_DUR_MAX, 0, 0, 0},
+	{NULL, 0, 0, 0, 0, 0, 0, 0},
+};
+
+static const struct config_opt config_jwt_opts[] = {
+	{"alg", CONFIG_OPT_NAME, CONFIG_AT(jwt.alg), 0, CONFIG_SIZE(jwt.alg), 0, 0, 0},
+	{"access_ttl", CONFIG_OPT_DURATION, CONFIG_AT(jwt.access_ttl_ms), 1000, CONFIG_DUR_MAX, 0, 0, 0},
+	{"refresh_ttl", CONFIG_OPT_DURATION, CONFIG_AT(jwt.refresh_ttl_ms), 1000, CONFIG_DUR_MAX, 0, 0, 0},
+	{"leeway", CONFIG_OPT_DURATION, CONFIG_AT(jwt.leeway_ms), 0, 3600000, 0, 0, 0},
+	{"issuer", CONFIG_OPT_NAME, CONFIG_AT(jwt.issuer), 0, CONFIG_SIZE(jwt.issuer), 0, 0, 0},
+	{"private_key", CONFIG_OPT_FILE, CONFIG_AT(jwt.private_key), 0, CONFIG_SIZE(jwt.private_key), 0, 0, 0},
+	{"public_key", CONFIG_OPT_FILE, CONFIG_AT(jwt.public_key), 0, CONFIG_SIZE(jwt.public_key), 0, 0, 0},
+	{NULL, 0, 0, 0, 0, 0, 0, 0},
+};
+/* clang-format on */
+
+static int
+config_check_jwt(struct config_parser *p, const struct config_directive *d)
+{
+	const struct config_jwt *j = &p->c->jwt;
+
+	if (strcmp(j->alg, "HS256") != 0 && strcmp(j->alg, "RS256") != 0 &&
+	    strcmp(j->alg, "ES256") != 0)
+		return config_error(p, "jwt: alg must be HS256, RS256 or ES256, got \"%s\"", j->alg);
+	if (strcmp(j->alg, "HS256") != 0 && (j->private_key[0] == '\0' || j->public_key[0] == '\0'))
+		return config_error(p, "jwt: alg=%s needs private_key=FILE and public_key=FILE",
+		                    j->alg);
+	return 0;
+}
+
+/* tier NAME N/DURATION: replaces a known tier's limit or adds a tier ranked above all. */
+static int
+config_dir_tier(struct config_parser *p, const struct config_directive *d, char **argv, int argc)
+{
+	struct config *c = p->c;
+	struct conf_rate rate;
+	int i;
+
+	if (!config_is_name(argv[0], CONFIG_NAME_MAX))
+		return config_error(p, "tier: bad name \"%s\"", argv[0]);
+	if (conf_parse_rate(argv[1], &rate) < 0)
+		return config_error(p, "tier: expected a rate N/DURATION (5/60s), got \"%s\"",
+		                    argv[1]);
+	i = config_tier_find(c, argv[0]);
+	if (i < 0) {
+		if (c->ntiers == CONFIG_MAX_TIERS)
+			return config_error(p, "tier: at most %d tiers", CONFIG_MAX_TIERS);
+		i = c->ntiers++;
+		util_strlcpy(c->tiers[i].name, argv[0], sizeof c->tiers[i].name);
+	}
+	c->tiers[i].rate = rate;
+	return 0;
+}
+
+static int
+config_dir_register_tiers(struct config_parser *p, const struct config_directive *d, char **argv,
+                          int argc)
+{
+	struct config *c = p->c;
+
+	if (argc > CONFIG_MAX_TIERS)
+		return config_error(p, "register_tiers: at most %d tiers", CONFIG_MAX_TIERS);
+	c->nregister_tiers = 0;
+	for (int i = 0; i < argc; i++)
+		util_strlcpy(c->register_tiers[c->nregister_tiers++], argv[i],
+		             sizeof c->register_tiers[0]);
+	return 0;
+}
+
+int
+config_tier_find(const struct config *c, const char *name)
+{
+	for (int i = 0; i < c->ntiers; i++)
+		if (strcmp(c->tiers[i].name, name) == 0)
+			return i;
+	return -1;
+}
+
 /*
  * Initializers of config_directives[] (macros because a function cannot yield a static
  * initializer): directives of later features, and lists of CIDRs.
@@ -939,13 +1014,20 @@ static const struct config_directive config_directives[] = {
 	 .usage = "queue [max=N] [timeout=D]",
 	 .handler = config_dir_options, .opts = config_queue_opts},
 	CONFIG_LATER("cache"),
-	CONFIG_LATER("tier"),
+	{.name = "tier", .repeatable = 1, .min_args = 2, .max_args = 2,
+	 .usage = "tier NAME N/DURATION", .handler = config_dir_tier},
 	{.name = "ip_limit", .min_args = 1, .max_args = 1,
 	 .usage = "ip_limit N/DURATION", .handler = config_dir_value, .value = &config_ip_limit_value},
 	CONFIG_CIDRS("ip_limit_exempt", ip_limit_exempt, nip_limit_exempt),
-	CONFIG_LATER("ban"),
-	CONFIG_LATER("jwt"),
-	CONFIG_LATER("register_tiers"),
+	{.name = "ban", .min_args = 1, .max_args = -1,
+	 .usage = "ban [threshold=N] [base=D] [multiplier=N] [max=D]",
+	 .handler = config_dir_options, .opts = config_ban_opts},
+	{.name = "jwt", .min_args = 1, .max_args = -1,
+	 .usage = "jwt [alg=HS256|RS256|ES256] [access_ttl=D] [refresh_ttl=D] [issuer=NAME] "
+	          "[leeway=D] [private_key=FILE public_key=FILE]",
+	 .handler = config_dir_options, .opts = config_jwt_opts, .check = config_check_jwt},
+	{.name = "register_tiers", .min_args = 1, .max_args = -1,
+	 .usage = "register_tiers TIER...", .handler = config_dir_register_tiers},
 	CONFIG_CIDRS("admin_allow", admin_allow, nadmin_allow),
 	CONFIG_CIDRS("trusted_proxy", trusted_proxy, ntrusted_proxy),
 	{.name = "datacenter", .repeatable = 1, .min_args = 1, .max_args = -1,
@@ -957,7 +1039,8 @@ static const struct config_directive config_directives[] = {
 	CONFIG_LATER("geo_mode"),
 	CONFIG_LATER("geo_http"),
 	{.name = "route", .repeatable = 1, .min_args = 1, .max_args = -1,
-	 .usage = "route /PREFIX [auth=off|none] [forward_auth=on|off]",
+	 .usage = "route /PREFIX [auth=off|none|jwt|apikey|any] [min_tier=TIER] "
+	          "[forward_auth=on|off]",
 	 .handler = config_dir_route, .opts = config_route_opts},
 };
 /* clang-format on */
@@ -1115,6 +1198,26 @@ config_check_backends(struct config_parser *p)
 	return 0;
 }
 
+/* Tier names used by routes and register_tiers must be tiers (declared anywhere). */
+static int
+config_check_tiers(struct config_parser *p)
+{
+	const struct config *c = p->c;
+	const struct config_directive *rt = config_find_directive("register_tiers");
+
+	for (int i = 0; i < c->nregister_tiers; i++)
+		if (config_tier_find(c, c->register_tiers[i]) < 0)
+			return config_error_at(p, p->seen[rt - config_directives],
+			                       "register_tiers: '%s' is not a tier",
+			                       c->register_tiers[i]);
+	for (int i = 0; i < c->nroutes; i++)
+		if (c->routes[i].min_tier[0] != '\0' &&
+		    config_tier_find(c, c->routes[i].min_tier) < 0)
+			return config_error_at(p, 0, "route %s: min_tier '%s' is not a tier",
+			                       c->routes[i].prefix, c->routes[i].min_tier);
+	return 0;
+}
+
 static int
 config_route_cmp(const void *a, const void *b)
 {
@@ -1155,6 +1258,8 @@ config_finish(struct config_parser *p)
 		if (rc < 0)
 			return -1;
 	}
+	if (config_check_tiers(p) < 0)
+		return -1;
 	qsort(c->routes, (size_t)c->nroutes, sizeof *c->routes, config_route_cmp);
 	return 0;
 }
@@ -1184,6 +1289,27 @@ config_set_defaults(struct config *c)
 	c->queue.timeout_ms = 5 * CONFIG_SECOND;
 	c->ip_limit.count = 100;
 	c->ip_limit.period_ms = 60 * CONFIG_SECOND;
+	static const struct {
+		const char *name;
+		uint64_t count;
+	} tiers[] = {{"free", 5}, {"basic", 20}, {"premium", 100}, {"enterprise", 1000}};
+	for (size_t i = 0; i < sizeof tiers / sizeof tiers[0]; i++) {
+		util_strlcpy(c->tiers[i].name, tiers[i].name, sizeof c->tiers[i].name);
+		c->tiers[i].rate.count = tiers[i].count;
+		c->tiers[i].rate.period_ms = 60 * CONFIG_SECOND;
+	}
+	c->ntiers = (int)(sizeof tiers / sizeof tiers[0]);
+	c->ban.threshold = 10;
+	c->ban.base_ms = 300 * CONFIG_SECOND;
+	c->ban.multiplier = 2;
+	c->ban.max_ms = 24 * 3600 * CONFIG_SECOND;
+	util_strlcpy(c->jwt.alg, "HS256", sizeof c->jwt.alg);
+	c->jwt.access_ttl_ms = 3600 * CONFIG_SECOND;
+	c->jwt.refresh_ttl_ms = 7 * 24 * 3600 * CONFIG_SECOND;
+	c->jwt.leeway_ms = 30 * CONFIG_SECOND;
+	util_strlcpy(c->jwt.issuer, "gatewayd", sizeof c->jwt.issuer);
+	util_strlcpy(c->register_tiers[0], "free", sizeof c->register_tiers[0]);
+	c->nregister_tiers = 1;
 	util_strlcpy(c->control, "ipc:///tmp/gatewayd.ctl", sizeof c->control);
 	util_strlcpy(c->publish, "ipc:///tmp/gatewayd.pub", sizeof c->publish);
 	util_strlcpy(c->database, "sqlite:gatewayd.db", sizeof c->database);

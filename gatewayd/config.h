@@ -59,6 +59,32 @@ struct config_route {
 	char min_tier[CONFIG_NAME_MAX];
 };
 
+/* A tier: a name and its limit. Order matters: later tiers rank higher (min_tier=,
+ * queue priority). The four of SPEC section 5 come first, in rank order. */
+struct config_tier {
+	char name[CONFIG_NAME_MAX];
+	struct conf_rate rate;
+};
+
+#define CONFIG_MAX_TIERS 16
+
+struct config_ban {
+	uint64_t threshold;  /* [10] rejections inside one window that earn a ban */
+	uint64_t base_ms;    /* [300s] first ban */
+	uint64_t multiplier; /* [2] each further ban */
+	uint64_t max_ms;     /* [24h] */
+};
+
+struct config_jwt {
+	char alg[8];             /* [HS256] HS256 | RS256 | ES256 */
+	uint64_t access_ttl_ms;  /* [1h] */
+	uint64_t refresh_ttl_ms; /* [7d] */
+	uint64_t leeway_ms;      /* [30s] */
+	char issuer[128];        /* [gatewayd] */
+	char private_key[CONFIG_PATH_MAX]; /* RS256/ES256 signing key (PEM) */
+	char public_key[CONFIG_PATH_MAX];  /* RS256/ES256 verification key (PEM) */
+};
+
 struct config_timeouts {
 	uint64_t connect_ms;       /* [2s] */
 	uint64_t response_ms;      /* [30s] */
@@ -116,6 +142,13 @@ struct config {
 	int retries; /* [1] */
 	struct config_queue queue;
 
+	struct config_tier tiers[CONFIG_MAX_TIERS]; /* [free basic premium enterprise] */
+	int ntiers;
+	struct config_ban ban;
+	struct config_jwt jwt;
+	char register_tiers[CONFIG_MAX_TIERS][CONFIG_NAME_MAX]; /* [free] */
+	int nregister_tiers;
+
 	struct conf_rate ip_limit;         /* [100/60s] */
 	struct cidr *ip_limit_exempt;      /* [none] */
 	int nip_limit_exempt;
@@ -144,5 +177,7 @@ void config_free(struct config *c);
 const struct config_route *config_route_match(const struct config *c, const char *path,
 					      size_t len);
 const char *config_auth_name(enum config_auth a);
+/* The tier's index (its rank: higher is better), or -1 when there is no such tier. */
+int config_tier_find(const struct config *c, const char *name);
 
 #endif

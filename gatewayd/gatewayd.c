@@ -1,6 +1,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <time.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,8 +12,12 @@
 #include <event2/event.h>
 #include <openssl/ssl.h>
 
+#include "auth.h"
 #include "gw.h"
 #include "health.h"
+#include "identity.h"
+#include "jobs.h"
+#include "store.h"
 #include "log.h"
 #include "ratelimit.h"
 #include "util.h"
@@ -26,14 +31,160 @@
  */
 
 #define GATEWAYD_DRAIN_MS 15000
-#define GATEWAYD_IP_LIMITER_KEYS (1u << 20)
+/* 256k keys each (4 MB): idle entries are reused, so a flood of addresses stays bounded */
+#define GATEWAYD_IP_LIMITER_KEYS (1u << 18)
 
 static struct event_base *main_base;
+
+#define GATEWAYD_JOB_THREADS 2
+#define GATEWAYD_ID_LIMITER_KEYS (1u << 18)
+#define GATEWAYD_TOKEN_CACHE 65536
+
+/* ---- identity start-up: the store, the signing key, the in-memory tables ---- */
+
+static int
+gatewayd_load_key(const struct store_key *k, void *arg)
+{
+	struct identity_key ik = {0};
+
+	util_strlcpy(ik.hash, k->hash, sizeof(ik.hash));
+	util_strlcpy(ik.prefix, k->prefix, sizeof(ik.prefix));
+	util_strlcpy(ik.tier, k->tier, sizeof(ik.tier));
+	ik.user_id = k->user_id;
+	ik.expires_at = k->expires_at;
+	ik.revoked = k->revoked;
+	identity_key_put(&ik);
+	(*(int *)arg)++;
+	return 0;
+}
+
+static int
+gatewayd_load_user(const struct store_user *u, void *arg)
+{
+	struct identity_user iu = {0};
+
+	iu.id = u->id;
+	util_strlcpy(iu.tier, u->tier, sizeof(iu.tier));
+	util_strlcpy(iu.role, u->role, sizeof(iu.role));
+	identity_user_put(&iu);
+	(*(int *)arg)++;
+	return 0;
+}
+
+static int
+gatewayd_load_block(const struct store_block *b, void *arg)
+{
+	identity_block(b->kind, b->value, b->until);
+	(*(int *)arg)++;
+	return 0;
+}
+
+static int
+gatewayd_load_ban(const struct store_ban *b, void *arg)
+{
+	identity_ban_set(b->value, b->until, b->level);
+	(*(int *)arg)++;
+	return 0;
+}
+
+static int
+gatewayd_load_revocation(const struct store_revocation *r, void *arg)
+{
+	identity_revoke(r->jti, r->expires_at);
+	(*(int *)arg)++;
+	return 0;
+}
+
+/*
+ * The HS256 secret: JWT_SECRET_KEY, or else one generated once and kept in the database
+ * (never a constant default), so that tokens survive a restart.
+ */
+static int
+gatewayd_secret(struct store *st, char *buf, size_t len, char *err, size_t errlen)
+{
+	const char *env = getenv("JWT_SECRET_KEY");
+	char fresh[128];
+
+	if (env != NULL && env[0] != '\0') {
+		if (strlen(env) < AUTH_SECRET_MIN) {
+			snprintf(err, errlen, "JWT_SECRET_KEY is shorter than %d bytes", AUTH_SECRET_MIN);
+			return -1;
+		}
+		util_strlcpy(buf, env, len);
+		return 0;
+	}
+	if (auth_random_token(fresh, sizeof(fresh), 32, "") < 0 ||
+	    store_setting_set_once(st, "jwt_secret", fresh, buf, len) != 0) {
+		snprintf(err, errlen, "cannot keep a generated JWT secret: %s", store_error(st));
+		return -1;
+	}
+	log_warnx("JWT_SECRET_KEY is not set: using a secret generated once and kept in the "
+		  "database; set JWT_SECRET_KEY when several instances must accept each other's "
+		  "tokens");
+	return 0;
+}
+
+static int
+gatewayd_auth_ctx(const struct config *cfg, const char *secret, char *err, size_t errlen)
+{
+	struct auth_config ac = {0};
+
+	if (auth_alg_parse(cfg->jwt.alg, &ac.alg) != 0) {
+		snprintf(err, errlen, "jwt: unknown alg %s", cfg->jwt.alg);
+		return -1;
+	}
+	ac.secret = (const unsigned char *)secret;
+	ac.secret_len = strlen(secret);
+	ac.private_key_file = cfg->jwt.private_key[0] ? cfg->jwt.private_key : NULL;
+	ac.public_key_file = cfg->jwt.public_key[0] ? cfg->jwt.public_key : NULL;
+	ac.issuer = cfg->jwt.issuer;
+	ac.access_ttl = (int64_t)(cfg->jwt.access_ttl_ms / 1000);
+	ac.refresh_ttl = (int64_t)(cfg->jwt.refresh_ttl_ms / 1000);
+	ac.leeway = (int64_t)(cfg->jwt.leeway_ms / 1000);
+	gw.auth = auth_ctx_new(&ac, err, errlen);
+	return gw.auth != NULL ? 0 : -1;
+}
+
+static int
+gatewayd_identity_start(const struct config *cfg, char *err, size_t errlen)
+{
+	struct store *st = store_open(cfg->database, err, errlen);
+	int64_t now = (int64_t)time(NULL);
+	int nkeys = 0, nusers = 0, nblocks = 0, nbans = 0, nrevoked = 0;
+	char secret[256];
+	int r = -1;
+
+	if (st == NULL)
+		return -1;
+	identity_init();
+	gw.auth_cache = auth_cache_new(GATEWAYD_TOKEN_CACHE);
+	gw.id_limiter = ratelimit_new(GATEWAYD_ID_LIMITER_KEYS);
+	if (gatewayd_secret(st, secret, sizeof(secret), err, errlen) != 0 ||
+	    gatewayd_auth_ctx(cfg, secret, err, errlen) != 0)
+		goto out;
+	if (store_key_all(st, gatewayd_load_key, &nkeys) != 0 ||
+	    store_user_list(st, gatewayd_load_user, &nusers) != 0 ||
+	    store_blocks_all(st, now, gatewayd_load_block, &nblocks) != 0 ||
+	    store_bans_all(st, now, gatewayd_load_ban, &nbans) != 0 ||
+	    store_revocations_all(st, now, gatewayd_load_revocation, &nrevoked) != 0) {
+		snprintf(err, errlen, "database %s: %s", cfg->database, store_error(st));
+		goto out;
+	}
+	log_info("identity: %d users, %d API keys, %d blocks, %d bans, %d revoked tokens loaded "
+		 "from %s",
+		 nusers, nkeys, nblocks, nbans, nrevoked, cfg->database);
+	r = jobs_start(GATEWAYD_JOB_THREADS, cfg->database, err, errlen);
+out:
+	explicit_bzero(secret, sizeof(secret));
+	store_close(st);
+	return r;
+}
 
 static void
 usage(void)
 {
-	fprintf(stderr, "usage: gatewayd [-ftv] [-c file] [-d key=value] [-p pidfile]\n");
+	fprintf(stderr, "usage: gatewayd [-ftv] [-c file] [-d key=value] [-p pidfile]\n"
+			"       gatewayd [-c file] --migrate-status | --fresh-db --yes\n");
 	exit(2);
 }
 
@@ -78,6 +229,36 @@ gatewayd_signal(evutil_socket_t sig, short what, void *arg)
 	}
 }
 
+/* --migrate-status and --fresh-db: database maintenance, then exit. */
+static int
+gatewayd_db_command(struct config *cfg, int status, int yes)
+{
+	char buf[8192];
+	int r;
+
+	if (status) {
+		r = store_migrate_status(cfg->database, buf, sizeof(buf));
+		fprintf(r == 0 ? stdout : stderr, "%s%s", buf, r == 0 ? "" : "\n");
+		config_free(cfg);
+		return r == 0 ? 0 : 1;
+	}
+	if (!yes) {
+		fprintf(stderr, "gatewayd: --fresh-db deletes every user, key, block and ban in %s; "
+				"add --yes to do it\n",
+			cfg->database);
+		config_free(cfg);
+		return 1;
+	}
+	r = store_fresh(cfg->database, buf, sizeof(buf));
+	if (r != 0)
+		fprintf(stderr, "gatewayd: %s\n", buf);
+	else
+		printf("database %s recreated at schema version %d\n", cfg->database,
+		       store_schema_latest());
+	config_free(cfg);
+	return r == 0 ? 0 : 1;
+}
+
 static void
 gatewayd_pidfile(const char *path)
 {
@@ -102,8 +283,16 @@ main(int argc, char *argv[])
 	struct event *sigs[4];
 	const int signums[4] = {SIGHUP, SIGTERM, SIGINT, 0};
 
+	static const struct option longopts[] = {
+		{"migrate-status", no_argument, NULL, 'M'},
+		{"fresh-db", no_argument, NULL, 'F'},
+		{"yes", no_argument, NULL, 'Y'},
+		{NULL, 0, NULL, 0},
+	};
+	int migrate_status = 0, fresh_db = 0, yes = 0;
+
 	gw.overrides = xcalloc((size_t)argc + 1, sizeof(char *));
-	while ((ch = getopt(argc, argv, "c:d:fp:tv")) != -1) {
+	while ((ch = getopt_long(argc, argv, "c:d:fp:tv", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'c':
 			gw.config_path = xstrdup(optarg);
@@ -122,6 +311,15 @@ main(int argc, char *argv[])
 			break;
 		case 'v':
 			verbose++;
+			break;
+		case 'M':
+			migrate_status = 1;
+			break;
+		case 'F':
+			fresh_db = 1;
+			break;
+		case 'Y':
+			yes = 1;
 			break;
 		default:
 			usage();
@@ -142,6 +340,8 @@ main(int argc, char *argv[])
 		config_free(cfg);
 		return 0;
 	}
+	if (migrate_status || fresh_db)
+		return gatewayd_db_command(cfg, migrate_status, yes);
 
 	signal(SIGPIPE, SIG_IGN);
 	SSL_library_init();
@@ -155,13 +355,17 @@ main(int argc, char *argv[])
 	atomic_store(&gw.rt, rt);
 
 	if (!foreground) {
-		if (daemon(0, 0) == -1) {
+		if (daemon(1, 0) == -1) { /* keep the cwd: relative database paths */
 			fprintf(stderr, "gatewayd: daemon: %s\n", strerror(errno));
 			return 1;
 		}
 		gatewayd_pidfile(pidfile);
 	}
 	log_init(foreground, "gatewayd");
+	if (gatewayd_identity_start(cfg, err, sizeof(err)) != 0) {
+		log_warnx("%s", err);
+		return 1;
+	}
 	if (worker_start_all(rt, err, sizeof(err)) == -1) {
 		log_warnx("%s", err);
 		return 1;
@@ -170,9 +374,9 @@ main(int argc, char *argv[])
 		 gw.nworkers, cfg->nbackends, balance_strategy_name(cfg->strategy),
 		 cfg->listens[0].text, cfg->nlistens > 1 ? " and more" : "");
 	/* Said at every start so that nobody believes these are in use yet. */
-	log_info("control %s, publish %s and database %s are configured but not opened: the "
-		 "control plane and the user store are not part of this version",
-		 cfg->control, cfg->publish, cfg->database);
+	log_info("control %s and publish %s are configured but not opened: the control plane "
+		 "is not part of this version",
+		 cfg->control, cfg->publish);
 	if (gw.admin_token == NULL)
 		log_info("GATEWAYD_ADMIN_TOKEN is not set: admin endpoints answer 401");
 
@@ -185,6 +389,7 @@ main(int argc, char *argv[])
 	event_base_dispatch(main_base);
 
 	worker_stop_all(GATEWAYD_DRAIN_MS);
+	jobs_stop();
 	log_info("gatewayd stopped");
 	if (!foreground)
 		unlink(pidfile);

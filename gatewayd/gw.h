@@ -102,6 +102,10 @@ struct gw {
 	uint64_t start_ms;
 	const char *admin_token; /* GATEWAYD_ADMIN_TOKEN, or NULL */
 	struct ratelimit *ip_limiter;
+	struct ratelimit *id_limiter;    /* tier limits, by identity name */
+	struct auth_ctx *auth;           /* JWT signing and verification */
+	struct auth_cache *auth_cache;   /* verified access tokens */
+	char *db_url;
 	char *config_path;
 	char **overrides;
 };

@@ -8,6 +8,7 @@
 
 #include "cidr.h"
 #include "log.h"
+#include "identify.h"
 #include "proxy.h"
 #include "util.h"
 #include "xmalloc.h"
@@ -516,6 +517,15 @@ proxy_build_extra(struct exchange *x)
 	off = proxy_append(e, off, cap, "\r\n", 2);
 	if (x->req.upgrade)
 		off = proxy_append(e, off, cap, "Connection: upgrade\r\n", 21);
+	if (x->id.kind != IDENTITY_NONE && off < cap) {
+		/* who the gateway says the caller is; the client's own claims were dropped */
+		int n = x->id.user_id > 0
+				? snprintf(e + off, cap - off, "X-User-Id: %lld\r\nX-User-Tier: %s\r\n",
+					   (long long)x->id.user_id, x->id.tier)
+				: snprintf(e + off, cap - off, "X-User-Id: key:%s\r\nX-User-Tier: %s\r\n",
+					   x->id.key_prefix, x->id.tier);
+		off = n > 0 && (size_t)n < cap - off ? off + (size_t)n : cap + 1;
+	}
 	off = proxy_append(e, off, cap, "\r\n", 2);
 	return off > cap ? -1 : (int)off;
 }
@@ -657,6 +667,11 @@ proxy_build_response(struct exchange *x)
 		off = proxy_append(e, off, cap, b->dc, strlen(b->dc));
 	}
 	off = proxy_append(e, off, cap, "\r\nX-Cache: BYPASS\r\n", 19);
+	if (x->id.kind != IDENTITY_NONE || x->id.via_query) {
+		char idh[512];
+		size_t n = identify_response_headers(x, idh, sizeof(idh));
+		off = proxy_append(e, off, cap, idh, n);
+	}
 	if (m->status == 101)
 		off = proxy_append(e, off, cap, "Connection: upgrade\r\n", 21);
 	else if (x->close_client)

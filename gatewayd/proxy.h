@@ -9,6 +9,7 @@
  * buffers with writev; inserted headers go out in the same writev.
  */
 
+#include "identity.h"
 #include "worker.h"
 
 enum xphase {
@@ -18,6 +19,7 @@ enum xphase {
 	X_LOCAL,     /* writing a response the gateway made */
 	X_TUNNEL,    /* after 101: raw bytes both ways */
 	X_BODY,      /* a built-in endpoint is reading its (small) request body */
+	X_WAIT,      /* a job (bcrypt, database) runs on the pool for it (jobs.h) */
 };
 
 enum upconn_state { UP_CONNECTING, UP_IDLE, UP_BUSY };
@@ -43,6 +45,7 @@ struct exchange {
 	struct exchange *next_free;
 	struct exchange *qnext; /* queue link */
 	uint8_t phase;          /* enum xphase */
+	uint8_t job_pending;    /* a job holds a pointer to this exchange */
 	uint8_t qprio;
 	uint64_t qdeadline_ms;
 
@@ -51,6 +54,10 @@ struct exchange {
 	struct http_msg resp;
 
 	uint8_t client_ip[16];
+	struct identity id; /* the caller (identify.c), IDENTITY_NONE when anonymous */
+	char ip_name[72];   /* "ip:ADDR": the client address as a ban name */
+	uint8_t rl_set;     /* a tier limit decided: rate-limit headers go out */
+	uint64_t rl_limit, rl_remaining, rl_reset_s, rl_window_s;
 	char request_id[132];
 	uint8_t request_id_len;
 	uint8_t request_id_generated;
@@ -85,7 +92,7 @@ struct exchange {
 	uint64_t up_deadline_ms;
 
 	char req_extra[768];  /* headers the gateway adds to the request */
-	char resp_extra[512]; /* ... and to the response */
+	char resp_extra[1024]; /* ... and to the response */
 	char line_extra[160]; /* rewritten request line when needed */
 	struct sendq upq;   /* to the backend (reset by sendq_reset, not memset) */
 	struct sendq cliq;  /* to the client */
@@ -124,6 +131,8 @@ void queue_remove(struct exchange *x);
 void queue_service(struct worker *w);
 
 /* client.c */
+/* Gives an exchange back to its worker's freelist (the client is gone or done). */
+void client_exchange_release(struct exchange *x);
 /* Finishes the current exchange: keep-alive and next request, or close. */
 void client_exchange_done(struct exchange *x);
 void client_close(struct client *c);
@@ -157,11 +166,6 @@ void router_read_body(struct exchange *x);
 /* 1 when the request's peer may use /admin-level endpoints (answers 401/403 if not). */
 int router_admin_check(struct exchange *x);
 
-/* api_stats.c, api_admin.c: built-in endpoint handlers */
-void api_health(struct exchange *x);
-void api_ready(struct exchange *x);
-void api_stats(struct exchange *x);
-void api_change_strategy(struct exchange *x);
 
 /* sendq helpers (proxy.c) */
 void sendq_reset(struct sendq *q);

@@ -1,6 +1,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "identify.h"
 #include "proxy.h"
 #include "util.h"
 #include "xmalloc.h"
@@ -16,6 +17,7 @@ respond_head(struct exchange *x, int status, size_t body_len, const char *ctype,
 	     const char *extra)
 {
 	char *o = x->out.data;
+	char idh[512];
 	int n;
 
 	if (atomic_load_explicit(&gw.draining, memory_order_relaxed))
@@ -27,12 +29,13 @@ respond_head(struct exchange *x, int status, size_t body_len, const char *ctype,
 		     "Cache-Control: no-store\r\n"
 		     "%s%.*s%s"
 		     "%s"
+		     "%.*s"
 		     "%s"
 		     "\r\n",
 		     status, http_status_reason(status), ctype, body_len,
 		     x->request_id_len ? "X-Request-Id: " : "", (int)x->request_id_len,
 		     x->request_id, x->request_id_len ? "\r\n" : "", extra ? extra : "",
-		     x->close_client ? "Connection: close\r\n"
+		     (int)identify_response_headers(x, idh, sizeof(idh)), idh, x->close_client ? "Connection: close\r\n"
 		     : x->req.version_minor == 0 && x->req.keep_alive ? "Connection: keep-alive\r\n"
 								       : "");
 	if (n < 0 || (size_t)n >= x->out.cap)

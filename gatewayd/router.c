@@ -2,11 +2,20 @@
 #include <openssl/crypto.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
+#include <time.h>
 
+#include "api.h"
 #include "cidr.h"
+#include "identify.h"
+#include "identity.h"
+#include "jobs.h"
+#include "log.h"
 #include "proxy.h"
 #include "ratelimit.h"
+#include "store.h"
 #include "util.h"
+#include "xmalloc.h"
 
 /*
  * The request pipeline (SPEC section 3), as a fixed table of stages run in order.
@@ -16,24 +25,58 @@
 
 enum stage_result { STAGE_NEXT, STAGE_DONE };
 
+struct router_ban {
+	char kind[16];
+	char name[96];
+	int64_t until;
+	int level;
+};
+
 typedef enum stage_result (*stage_fn)(struct exchange *x);
 
 /* Largest body a built-in endpoint reads (JSON commands). */
 #define ROUTER_BODY_MAX 65536
 
+/* What a built-in endpoint needs before its handler runs (api.h). */
+enum builtin_auth { BI_OPEN, BI_JWT, BI_CREDENTIAL, BI_ADMIN };
+
 struct builtin {
 	const char *path;
-	enum http_method method; /* HTTP_M_OTHER: any */
+	int prefix;              /* path is a prefix (/auth/api-keys/{prefix}) */
+	enum http_method method; /* GET also serves HEAD */
 	int needs_body;
+	enum builtin_auth auth;
 	void (*handler)(struct exchange *x);
 };
 
+/* clang-format off */
 static const struct builtin router_builtins[] = {
-	{"/health", HTTP_M_GET, 0, api_health},
-	{"/ready", HTTP_M_GET, 0, api_ready},
-	{"/stats", HTTP_M_GET, 0, api_stats},
-	{"/change_strategy", HTTP_M_POST, 1, api_change_strategy},
+	{"/health", 0, HTTP_M_GET, 0, BI_OPEN, api_health},
+	{"/ready", 0, HTTP_M_GET, 0, BI_OPEN, api_ready},
+	{"/stats", 0, HTTP_M_GET, 0, BI_OPEN, api_stats},
+	{"/.well-known/jwks.json", 0, HTTP_M_GET, 0, BI_OPEN, api_auth_jwks},
+	{"/usage", 0, HTTP_M_GET, 0, BI_CREDENTIAL, api_usage},
+	{"/auth/register", 0, HTTP_M_POST, 1, BI_OPEN, api_auth_register},
+	{"/auth/login", 0, HTTP_M_POST, 1, BI_OPEN, api_auth_login},
+	{"/auth/refresh", 0, HTTP_M_POST, 1, BI_OPEN, api_auth_refresh},
+	{"/auth/migrate", 0, HTTP_M_POST, 1, BI_OPEN, api_auth_migrate},
+	{"/auth/logout", 0, HTTP_M_POST, 0, BI_JWT, api_auth_logout},
+	{"/auth/me", 0, HTTP_M_GET, 0, BI_JWT, api_auth_me},
+	{"/auth/api-keys", 0, HTTP_M_POST, 1, BI_JWT, api_auth_keys_create},
+	{"/auth/api-keys", 0, HTTP_M_GET, 0, BI_JWT, api_auth_keys_list},
+	{"/auth/api-keys/rotate", 0, HTTP_M_POST, 1, BI_CREDENTIAL, api_auth_keys_rotate},
+	{"/auth/api-keys/", 1, HTTP_M_DELETE, 0, BI_JWT, api_auth_keys_revoke},
+	{"/admin/users", 0, HTTP_M_GET, 0, BI_ADMIN, api_admin_users},
+	{"/admin/logs", 0, HTTP_M_GET, 0, BI_ADMIN, api_admin_logs},
+	{"/logs", 0, HTTP_M_GET, 0, BI_ADMIN, api_admin_logs},
+	{"/admin/upgrade_tier", 0, HTTP_M_POST, 1, BI_ADMIN, api_admin_upgrade_tier},
+	{"/admin/block_key", 0, HTTP_M_POST, 1, BI_ADMIN, api_admin_block_key},
+	{"/admin/unblock_key", 0, HTTP_M_POST, 1, BI_ADMIN, api_admin_unblock_key},
+	{"/admin/block_ip", 0, HTTP_M_POST, 1, BI_ADMIN, api_admin_block_ip},
+	{"/admin/unblock_ip", 0, HTTP_M_POST, 1, BI_ADMIN, api_admin_unblock_ip},
+	{"/change_strategy", 0, HTTP_M_POST, 1, BI_ADMIN, api_change_strategy},
 };
+/* clang-format on */
 
 /*
  * The client's address: the socket peer, or, when the peer is a trusted proxy, the
@@ -113,6 +156,51 @@ stage_client_ip(struct exchange *x)
 	return STAGE_NEXT;
 }
 
+static void
+router_respond_banned(struct exchange *x, const char *tier, const struct conf_rate *rate,
+		      int64_t left_s)
+{
+	respond_rate_limited(x, "temporarily_banned", tier, rate->count, rate->period_ms / 1000,
+			     (uint64_t)left_s * 1000);
+}
+
+static void
+router_persist_ban(struct store *st, void *arg)
+{
+	const struct router_ban *b = arg;
+
+	if (st != NULL && store_ban_set(st, b->kind, b->name, b->until, b->level) != 0)
+		log_warnx("ban of %s not persisted: %s", b->name, store_error(st));
+}
+
+/*
+ * A rejection by a limit counts towards a progressive ban (SPEC section 5): more than
+ * `threshold` rejections inside one window of the limit ban the name for `base`, each
+ * further ban `multiplier` times longer, up to `max`. A new ban is persisted off-loop.
+ */
+static void
+router_ban_account(struct exchange *x, const char *name, const struct conf_rate *rate)
+{
+	const struct config_ban *cb = &x->rt->cfg->ban;
+	int64_t now = (int64_t)time(NULL);
+	int level = 0;
+	int64_t len = identity_ban_reject(name, now, rate->period_ms / 1000 ? rate->period_ms / 1000 : 1,
+					  cb->threshold, cb->base_ms / 1000, cb->multiplier,
+					  cb->max_ms / 1000, &level);
+
+	if (len > 0) {
+		struct router_ban *b = xcalloc(1, sizeof(*b));
+
+		util_strlcpy(b->kind, strncmp(name, "ip:", 3) == 0 ? "ip" : "identity",
+			     sizeof(b->kind));
+		util_strlcpy(b->name, name, sizeof(b->name));
+		b->until = now + len;
+		b->level = level;
+		log_info("%s banned for %llds (ban #%d)", name, (long long)len, level);
+		jobs_detached(router_persist_ban, b, free);
+	}
+}
+
 static enum stage_result
 stage_ip_limit(struct exchange *x)
 {
@@ -127,9 +215,31 @@ stage_ip_limit(struct exchange *x)
 		return STAGE_NEXT;
 	}
 	worker_counter_add(&x->w->st_ip_rejected, 1);
+	router_ban_account(x, x->ip_name, rate);
 	respond_rate_limited(x, "rate_limited", "ip", rate->count, rate->period_ms / 1000,
 			     res.retry_after_ms);
 	return STAGE_DONE;
+}
+
+/* Admin IP blocks (403 on every path) and progressive IP bans (429). */
+static enum stage_result
+stage_ip_block(struct exchange *x)
+{
+	int64_t now = (int64_t)time(NULL), left;
+	char addr[64];
+
+	if (identity_blocked_ip(x->client_ip, now)) {
+		respond_error(x, 403, "ip_blocked", "This address is blocked.", NULL, NULL);
+		return STAGE_DONE;
+	}
+	cidr_format_addr(x->client_ip, addr, sizeof(addr));
+	snprintf(x->ip_name, sizeof(x->ip_name), "ip:%s", addr);
+	if ((left = identity_banned(x->ip_name, now)) > 0) {
+		worker_counter_add(&x->w->st_banned, 1);
+		router_respond_banned(x, "ip", &x->rt->cfg->ip_limit, left);
+		return STAGE_DONE;
+	}
+	return STAGE_NEXT;
 }
 
 static void
@@ -179,27 +289,80 @@ router_read_body(struct exchange *x)
 	x->body_handler(x);
 }
 
+static int
+router_builtin_matches(const struct exchange *x, const struct builtin *bi)
+{
+	size_t plen = strlen(bi->path);
+
+	if (bi->prefix)
+		return x->path_len > plen && memcmp(x->path, bi->path, plen) == 0;
+	return x->path_len == plen && memcmp(x->path, bi->path, plen) == 0;
+}
+
+/* "Allow: GET, HEAD, POST\r\n" for the built-in endpoint at x's path (a 405). */
+static const char *
+router_allow_header(struct exchange *x)
+{
+	static __thread char buf[96];
+	size_t off = (size_t)snprintf(buf, sizeof(buf), "Allow:");
+	const char *sep = " ";
+
+	for (size_t i = 0; i < sizeof(router_builtins) / sizeof(router_builtins[0]); i++) {
+		const struct builtin *bi = &router_builtins[i];
+
+		if (!router_builtin_matches(x, bi))
+			continue;
+		off += (size_t)snprintf(buf + off, sizeof(buf) - off, "%s%s", sep,
+					bi->method == HTTP_M_GET    ? "GET, HEAD"
+					: bi->method == HTTP_M_POST ? "POST"
+								    : "DELETE");
+		sep = ", ";
+		if (off >= sizeof(buf) - 8)
+			break;
+	}
+	snprintf(buf + off, sizeof(buf) - off, "\r\n");
+	return buf;
+}
+
+/* The caller check a built-in endpoint asks for; 0 when it answered. */
+static int
+router_builtin_allowed(struct exchange *x, const struct builtin *bi)
+{
+	switch (bi->auth) {
+	case BI_JWT:
+		return identify_request(x, IDENTIFY_JWT);
+	case BI_CREDENTIAL:
+		return identify_request(x, IDENTIFY_ANY);
+	case BI_ADMIN:
+		return router_admin_check(x);
+	default:
+		return 1;
+	}
+}
+
 static enum stage_result
 stage_builtin(struct exchange *x)
 {
 	const struct http_msg *m = &x->req;
+	int path_matched = 0;
 
 	for (size_t i = 0; i < sizeof(router_builtins) / sizeof(router_builtins[0]); i++) {
 		const struct builtin *bi = &router_builtins[i];
-		size_t plen = strlen(bi->path);
 
-		if (x->path_len != plen || memcmp(x->path, bi->path, plen) != 0)
+		if (!router_builtin_matches(x, bi))
 			continue;
-		if (bi->method != HTTP_M_OTHER && m->method != bi->method &&
-		    !(bi->method == HTTP_M_GET && m->method == HTTP_M_HEAD)) {
-			char allow[64];
-			snprintf(allow, sizeof(allow), "Allow: %s\r\n",
-				 bi->method == HTTP_M_GET ? "GET, HEAD" : "POST");
-			respond_error(x, 405, "invalid_request",
-				      "Method not allowed on this endpoint.", allow, NULL);
+		path_matched = 1;
+		if (m->method != bi->method &&
+		    !(bi->method == HTTP_M_GET && m->method == HTTP_M_HEAD))
+			continue;
+		if (!router_builtin_allowed(x, bi))
 			return STAGE_DONE;
-		}
 		router_run_builtin(x, bi);
+		return STAGE_DONE;
+	}
+	if (path_matched) {
+		respond_error(x, 405, "invalid_request", "Method not allowed on this endpoint.",
+			      router_allow_header(x), NULL);
 		return STAGE_DONE;
 	}
 	return STAGE_NEXT;
@@ -211,6 +374,93 @@ stage_route(struct exchange *x)
 	x->route = config_route_match(x->rt->cfg, x->path, x->path_len);
 	if (x->route == NULL) {
 		respond_error(x, 404, "not_found", "No route matches this path.", NULL, NULL);
+		return STAGE_DONE;
+	}
+	return STAGE_NEXT;
+}
+
+static enum stage_result
+stage_identity(struct exchange *x)
+{
+	static const enum identify_need need[] = {
+		[CONFIG_AUTH_NONE] = IDENTIFY_OPTIONAL, [CONFIG_AUTH_JWT] = IDENTIFY_JWT,
+		[CONFIG_AUTH_APIKEY] = IDENTIFY_KEY_ONLY, [CONFIG_AUTH_ANY] = IDENTIFY_ANY,
+	};
+
+	if (x->route->auth == CONFIG_AUTH_OFF)
+		return STAGE_NEXT; /* pass-through: credentials are the backend's business */
+	return identify_request(x, need[x->route->auth]) ? STAGE_NEXT : STAGE_DONE;
+}
+
+/* Admin blocks of keys and users (403) and progressive identity bans (429). */
+static enum stage_result
+stage_identity_block(struct exchange *x)
+{
+	const struct identity *id = &x->id;
+	int64_t now = (int64_t)time(NULL), left;
+	char uid[32];
+
+	if (id->kind == IDENTITY_NONE)
+		return STAGE_NEXT;
+	snprintf(uid, sizeof(uid), "%lld", (long long)id->user_id);
+	if ((id->kind == IDENTITY_KEY && identity_blocked("key", id->key_hash, now)) ||
+	    (id->user_id > 0 && identity_blocked("user", uid, now))) {
+		respond_error(x, 403, "blocked", "This client is blocked.", NULL, NULL);
+		return STAGE_DONE;
+	}
+	if ((left = identity_banned(id->name, now)) > 0) {
+		const struct config_tier *t = identify_tier(x->rt->cfg, id);
+		worker_counter_add(&x->w->st_banned, 1);
+		router_respond_banned(x, t->name, &t->rate, left);
+		return STAGE_DONE;
+	}
+	return STAGE_NEXT;
+}
+
+static enum stage_result
+stage_tier_limit(struct exchange *x)
+{
+	const struct config_tier *t;
+	struct ratelimit_result res;
+
+	if (x->id.kind == IDENTITY_NONE)
+		return STAGE_NEXT;
+	t = identify_tier(x->rt->cfg, &x->id);
+	/* the queue serves better tiers first (enterprise ranks highest) */
+	x->qprio = (uint8_t)(t - x->rt->cfg->tiers > 3 ? 3 : t - x->rt->cfg->tiers);
+	ratelimit_check(gw.id_limiter, x->id.name, strlen(x->id.name), &t->rate, x->w->now_ms,
+			&res);
+	identify_rate_info(x, &res, &t->rate);
+	if (res.allowed) {
+		worker_counter_add(&x->w->st_tier_allowed, 1);
+		return STAGE_NEXT;
+	}
+	worker_counter_add(&x->w->st_tier_rejected, 1);
+	router_ban_account(x, x->id.name, &t->rate);
+	respond_rate_limited(x, "rate_limited", t->name, t->rate.count, t->rate.period_ms / 1000,
+			     res.retry_after_ms);
+	return STAGE_DONE;
+}
+
+static enum stage_result
+stage_tier_check(struct exchange *x)
+{
+	const struct config *cfg = x->rt->cfg;
+	int need;
+
+	if (x->route->min_tier[0] == '\0')
+		return STAGE_NEXT;
+	need = config_tier_find(cfg, x->route->min_tier);
+	if (x->id.kind == IDENTITY_NONE) {
+		respond_error(x, 401, "missing_credentials", "Credentials are required.",
+			      "WWW-Authenticate: Bearer\r\n", NULL);
+		return STAGE_DONE;
+	}
+	if (config_tier_find(cfg, x->id.tier) < need) {
+		char msg[160];
+		snprintf(msg, sizeof(msg), "This route needs the %s tier or better.",
+			 x->route->min_tier);
+		respond_error(x, 403, "insufficient_tier", msg, NULL, NULL);
 		return STAGE_DONE;
 	}
 	return STAGE_NEXT;
@@ -243,8 +493,11 @@ stage_proxy(struct exchange *x)
 	return STAGE_DONE;
 }
 
+/* SPEC section 3, in order. */
 static const stage_fn router_stages[] = {
-	stage_client_ip, stage_ip_limit, stage_builtin, stage_route, stage_limits, stage_proxy,
+	stage_client_ip, stage_ip_block,       stage_ip_limit,   stage_builtin,
+	stage_route,     stage_identity,       stage_identity_block, stage_tier_limit,
+	stage_tier_check, stage_limits,        stage_proxy,
 };
 
 void
@@ -273,10 +526,18 @@ router_admin_check(struct exchange *x)
 		return 0;
 	}
 	/* Constant time, so the token cannot be guessed byte by byte from timings. */
-	if (tok == NULL || strlen(tok) != len - 7 || CRYPTO_memcmp(tok, auth + 7, len - 7) != 0) {
-		respond_error(x, 401, "invalid_token", "The admin token is not valid.",
-			      "WWW-Authenticate: Bearer error=\"invalid_token\"\r\n", NULL);
+	if (tok != NULL && strlen(tok) == len - 7 && CRYPTO_memcmp(tok, auth + 7, len - 7) == 0)
+		return 1;
+	/* else an access JWT with role=admin */
+	if (len - 7 > 20 && memchr(auth + 7, '.', len - 7) != NULL) {
+		if (!identify_request(x, IDENTIFY_JWT))
+			return 0;
+		if (strcmp(x->id.role, "admin") == 0)
+			return 1;
+		respond_error(x, 403, "forbidden", "This token is not an admin's.", NULL, NULL);
 		return 0;
 	}
-	return 1;
+	respond_error(x, 401, "invalid_token", "The admin token is not valid.",
+		      "WWW-Authenticate: Bearer error=\"invalid_token\"\r\n", NULL);
+	return 0;
 }

@@ -72,10 +72,14 @@ stats_json(const struct runtime *rt)
 	cJSON_AddNumberToObject(o, "rejected",
 				(double)stats_worker_sum(offsetof(struct worker, st_queue_rejected)));
 	o = cJSON_AddObjectToObject(root, "rate_limit");
+	/* decisions of the per-IP and the tier limiters together */
 	cJSON_AddNumberToObject(o, "allowed",
-				(double)stats_worker_sum(offsetof(struct worker, st_ip_allowed)));
+				(double)(stats_worker_sum(offsetof(struct worker, st_ip_allowed)) +
+					 stats_worker_sum(offsetof(struct worker, st_tier_allowed))));
 	cJSON_AddNumberToObject(o, "rejected",
-				(double)stats_worker_sum(offsetof(struct worker, st_ip_rejected)));
-	cJSON_AddNumberToObject(o, "banned", 0);
+				(double)(stats_worker_sum(offsetof(struct worker, st_ip_rejected)) +
+					 stats_worker_sum(offsetof(struct worker, st_tier_rejected))));
+	cJSON_AddNumberToObject(o, "banned",
+				(double)stats_worker_sum(offsetof(struct worker, st_banned)));
 	return root;
 }

@@ -11,6 +11,7 @@
 
 #include <event2/event.h>
 
+#include "jobs.h"
 #include "log.h"
 #include "proxy.h"
 #include "tls.h"
@@ -177,6 +178,18 @@ worker_wakeup(evutil_socket_t fd, short what, void *arg)
 }
 
 static void
+worker_jobs_done(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker *w = arg;
+	uint64_t v;
+
+	if (read(fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+		log_warn("worker %d: jobs eventfd", w->id);
+	w->now_ms = util_now_ms();
+	jobs_complete(w);
+}
+
+static void
 worker_check_deadlines(struct worker *w)
 {
 	struct client *c = w->clients, *next;
@@ -288,6 +301,12 @@ worker_new(int id)
 		fatal("eventfd");
 	w->wakeup_ev = event_new(w->base, w->wakeup_fd, EV_READ | EV_PERSIST, worker_wakeup, w);
 	event_add(w->wakeup_ev, NULL);
+	pthread_mutex_init(&w->done_lock, NULL);
+	w->done_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (w->done_fd == -1)
+		fatal("eventfd");
+	w->done_ev = event_new(w->base, w->done_fd, EV_READ | EV_PERSIST, worker_jobs_done, w);
+	event_add(w->done_ev, NULL);
 	return w;
 }
 

@@ -17,6 +17,7 @@
 #include "gw.h"
 
 struct exchange;
+struct job;
 
 /* A byte buffer: data[start..end) is pending. Owned by its exchange. */
 struct iobuf {
@@ -104,6 +105,12 @@ struct worker {
 	uint32_t queue_len;
 	struct event *queue_ev;
 
+	/* jobs finished by the pool, to complete on this loop (jobs.c) */
+	pthread_mutex_t done_lock;
+	struct job *done_head;
+	int done_fd;
+	struct event *done_ev;
+
 	/* retry budget: tokens *1000 */
 	int64_t retry_tokens;
 
@@ -113,6 +120,11 @@ struct worker {
 	_Atomic uint64_t st_ip_rejected;
 	_Atomic uint64_t st_ip_allowed;
 	_Atomic uint64_t st_queue_rejected;
+	_Atomic uint64_t st_tier_allowed;
+	_Atomic uint64_t st_tier_rejected;
+	_Atomic uint64_t st_banned;
+	_Atomic uint64_t st_jwt_valid;
+	_Atomic uint64_t st_jwt_invalid;
 	_Atomic uint64_t st_conns;
 	_Atomic uint32_t st_queue_depth;
 };

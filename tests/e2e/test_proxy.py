@@ -768,9 +768,9 @@ class ConfigCheckTest(gwtest.GatewayTestCase):
                 self.assertRefused('listen 127.0.0.1:18080\n' + line, 2, pattern)
 
     def test_later_issue_directive_not_supported_yet(self):
-        msg = self.assertRefused('listen 127.0.0.1:18080\ntier free 5/60s\n', 2)
+        msg = self.assertRefused('listen 127.0.0.1:18080\ncache ttl=30s\n', 2)
         self.assertIn('not supported yet', msg)
-        self.assertIn('tier', msg)
+        self.assertIn('cache', msg)
 
     def test_missing_file(self):
         cp = subprocess.run([gwtest.GATEWAYD, '-t', '-c', '/nonexistent/gatewayd.conf'],

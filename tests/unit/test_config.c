@@ -261,10 +261,17 @@ test_embedded_default_loads(void **state)
 		assert_true(d->lat > dcs[i].lat - 1e-9 && d->lat < dcs[i].lat + 1e-9);
 		assert_true(d->lon > dcs[i].lon - 1e-9 && d->lon < dcs[i].lon + 1e-9);
 	}
-	assert_int_equal(c->nroutes, 1);
-	assert_string_equal(c->routes[0].prefix, "/");
-	assert_int_equal(c->routes[0].auth, CONFIG_AUTH_NONE);
-	assert_int_equal(c->routes[0].cache, 0);
+	/* longest prefix first */
+	assert_int_equal(c->nroutes, 3);
+	assert_string_equal(c->routes[0].prefix, "/api/v2/premium");
+	assert_int_equal(c->routes[0].auth, CONFIG_AUTH_JWT);
+	assert_string_equal(c->routes[0].min_tier, "premium");
+	assert_string_equal(c->routes[1].prefix, "/api/v2/");
+	assert_int_equal(c->routes[1].auth, CONFIG_AUTH_JWT);
+	assert_string_equal(c->routes[2].prefix, "/");
+	assert_int_equal(c->routes[2].auth, CONFIG_AUTH_NONE);
+	assert_int_equal(c->routes[2].cache, 0);
+	assert_string_equal(c->database, "sqlite:gatewayd.db");
 	assert_int_equal(c->nadmin_allow, 2);
 	config_free(c);
 }
@@ -871,11 +878,60 @@ test_route_later_features(void **state)
 
 	assert_int_equal(c->routes[0].cache, 0);
 	config_free(c);
-	cfg_err("route /api/v2/ auth=jwt", "t.conf:1: route: auth=jwt is not supported yet");
-	cfg_err("route /a auth=apikey", "t.conf:1: route: auth=apikey is not supported yet");
-	cfg_err("route /a auth=any", "t.conf:1: route: auth=any is not supported yet");
-	cfg_err("route /a min_tier=premium", "t.conf:1: route: min_tier= is not supported yet");
 	cfg_err("route / auth=none cache=on", "t.conf:1: route: cache=on is not supported yet");
+	c = cfg_ok("route /a auth=jwt min_tier=premium\nroute /b auth=apikey\nroute /c auth=any");
+	assert_int_equal(c->routes[0].auth, CONFIG_AUTH_JWT);
+	assert_string_equal(c->routes[0].min_tier, "premium");
+	assert_int_equal(c->routes[1].auth, CONFIG_AUTH_APIKEY);
+	assert_int_equal(c->routes[2].auth, CONFIG_AUTH_ANY);
+	config_free(c);
+	cfg_err("route /a min_tier=gold", "t.conf: route /a: min_tier 'gold' is not a tier");
+}
+
+/* tier, ban, jwt, register_tiers: defaults of SPEC section 2 and validation */
+static void
+test_identity_directives(void **state)
+{
+	struct config *c = cfg_ok("");
+
+	assert_int_equal(c->ntiers, 4);
+	assert_string_equal(c->tiers[0].name, "free");
+	assert_int_equal(c->tiers[0].rate.count, 5);
+	assert_int_equal(c->tiers[0].rate.period_ms, 60000);
+	assert_string_equal(c->tiers[3].name, "enterprise");
+	assert_int_equal(c->tiers[3].rate.count, 1000);
+	assert_int_equal(c->ban.threshold, 10);
+	assert_int_equal(c->ban.base_ms, 300000);
+	assert_int_equal(c->ban.multiplier, 2);
+	assert_int_equal(c->ban.max_ms, 86400000);
+	assert_string_equal(c->jwt.alg, "HS256");
+	assert_int_equal(c->jwt.access_ttl_ms, 3600000);
+	assert_int_equal(c->jwt.refresh_ttl_ms, 7 * 86400000ULL);
+	assert_int_equal(c->jwt.leeway_ms, 30000);
+	assert_string_equal(c->jwt.issuer, "gatewayd");
+	assert_int_equal(c->nregister_tiers, 1);
+	assert_string_equal(c->register_tiers[0], "free");
+	config_free(c);
+
+	c = cfg_ok("tier free 10/1m\ntier gold 5000/60s\nregister_tiers free gold\n"
+	           "ban threshold=3 base=10s multiplier=3 max=1h\n"
+	           "jwt alg=HS256 access_ttl=15m refresh_ttl=1d issuer=example leeway=5s");
+	assert_int_equal(c->ntiers, 5);
+	assert_int_equal(c->tiers[0].rate.count, 10);
+	assert_string_equal(c->tiers[4].name, "gold");
+	assert_int_equal(config_tier_find(c, "gold"), 4);
+	assert_int_equal(config_tier_find(c, "silver"), -1);
+	assert_int_equal(c->nregister_tiers, 2);
+	assert_int_equal(c->ban.threshold, 3);
+	assert_int_equal(c->jwt.access_ttl_ms, 900000);
+	assert_string_equal(c->jwt.issuer, "example");
+	config_free(c);
+
+	cfg_err("tier free five", "t.conf:1: tier: expected a rate N/DURATION (5/60s), got \"five\"");
+	cfg_err("register_tiers gold", "t.conf:1: register_tiers: 'gold' is not a tier");
+	cfg_err("jwt alg=none", "t.conf:1: jwt: alg must be HS256, RS256 or ES256, got \"none\"");
+	cfg_err("jwt alg=RS256", "t.conf:1: jwt: alg=RS256 needs private_key=FILE and public_key=FILE");
+	cfg_err("ban multiplier=0", "t.conf:1: ban: multiplier must be 1..100, got \"0\"");
 }
 
 /* ---- control plane and store endpoints: checked and kept, not opened yet ---- */
@@ -919,8 +975,8 @@ static void
 test_later_directives_refused(void **state)
 {
 	static const char *const names[] = {
-	    "redis",          "redis_failure", "cache",      "tier",        "ban",      "jwt",
-	    "register_tiers", "geo_db",        "geo_static", "geo_default", "geo_mode", "geo_http",
+	    "redis",  "redis_failure", "cache",    "geo_db",
+	    "geo_static", "geo_default", "geo_mode", "geo_http",
 	};
 
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
@@ -1203,6 +1259,7 @@ main(void)
 	    cmocka_unit_test(test_route_no_match),
 	    cmocka_unit_test(test_route_errors),
 	    cmocka_unit_test(test_route_later_features),
+	    cmocka_unit_test(test_identity_directives),
 	    cmocka_unit_test(test_endpoints),
 	    cmocka_unit_test(test_endpoints_errors),
 	    cmocka_unit_test(test_later_directives_refused),

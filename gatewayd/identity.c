@@ -1,0 +1,390 @@
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "identity.h"
+#include "util.h"
+#include "xmalloc.h"
+
+/*
+ * One read-write lock guards every table: the hot path only reads (a handful of
+ * lookups per request), writes come from admin actions and logins. A chained hash map
+ * with string keys serves keys, users, revocations, blocks and bans alike.
+ */
+
+struct smap_entry {
+	struct smap_entry *next;
+	uint64_t hash;
+	char *key;
+	void *value; /* owned: freed with the entry */
+};
+
+struct smap {
+	struct smap_entry **buckets;
+	size_t nbuckets; /* power of two */
+	size_t count;
+};
+
+struct ban_state {
+	int64_t window_start;
+	uint64_t rejections;
+	int64_t until;
+	int level;
+};
+
+struct block_state {
+	int64_t until; /* 0 = permanent */
+};
+
+static pthread_rwlock_t identity_lock = PTHREAD_RWLOCK_INITIALIZER;
+static struct smap keys, users, revoked, blocks, bans;
+static struct cidr_tree *ip_blocks;
+
+static void
+smap_init(struct smap *m)
+{
+	m->nbuckets = 1024;
+	m->buckets = xcalloc(m->nbuckets, sizeof(*m->buckets));
+	m->count = 0;
+}
+
+static struct smap_entry *
+smap_find(const struct smap *m, const char *key, uint64_t h)
+{
+	struct smap_entry *e = m->buckets[h & (m->nbuckets - 1)];
+
+	for (; e != NULL; e = e->next)
+		if (e->hash == h && strcmp(e->key, key) == 0)
+			return e;
+	return NULL;
+}
+
+static void *
+smap_get(const struct smap *m, const char *key)
+{
+	struct smap_entry *e = smap_find(m, key, util_hash64(key, strlen(key)));
+
+	return e ? e->value : NULL;
+}
+
+static void
+smap_grow(struct smap *m)
+{
+	size_t n = m->nbuckets * 2;
+	struct smap_entry **b = xcalloc(n, sizeof(*b));
+
+	for (size_t i = 0; i < m->nbuckets; i++) {
+		struct smap_entry *e = m->buckets[i], *next;
+		for (; e != NULL; e = next) {
+			next = e->next;
+			e->next = b[e->hash & (n - 1)];
+			b[e->hash & (n - 1)] = e;
+		}
+	}
+	free(m->buckets);
+	m->buckets = b;
+	m->nbuckets = n;
+}
+
+/* Stores value (taking ownership) under key, replacing and freeing an old one. */
+static void
+smap_put(struct smap *m, const char *key, void *value)
+{
+	uint64_t h = util_hash64(key, strlen(key));
+	struct smap_entry *e = smap_find(m, key, h);
+
+	if (e != NULL) {
+		free(e->value);
+		e->value = value;
+		return;
+	}
+	if (m->count + 1 > m->nbuckets)
+		smap_grow(m);
+	e = xmalloc(sizeof(*e));
+	e->hash = h;
+	e->key = xstrdup(key);
+	e->value = value;
+	e->next = m->buckets[h & (m->nbuckets - 1)];
+	m->buckets[h & (m->nbuckets - 1)] = e;
+	m->count++;
+}
+
+static int
+smap_del(struct smap *m, const char *key)
+{
+	uint64_t h = util_hash64(key, strlen(key));
+	struct smap_entry **pp = &m->buckets[h & (m->nbuckets - 1)];
+
+	for (; *pp != NULL; pp = &(*pp)->next) {
+		struct smap_entry *e = *pp;
+		if (e->hash == h && strcmp(e->key, key) == 0) {
+			*pp = e->next;
+			free(e->key);
+			free(e->value);
+			free(e);
+			m->count--;
+			return 1;
+		}
+	}
+	return 0;
+}
+
+void
+identity_init(void)
+{
+	smap_init(&keys);
+	smap_init(&users);
+	smap_init(&revoked);
+	smap_init(&blocks);
+	smap_init(&bans);
+	ip_blocks = cidr_tree_new();
+}
+
+void
+identity_key_put(const struct identity_key *k)
+{
+	struct identity_key *v = xmalloc(sizeof(*v));
+
+	*v = *k;
+	pthread_rwlock_wrlock(&identity_lock);
+	smap_put(&keys, k->hash, v);
+	pthread_rwlock_unlock(&identity_lock);
+}
+
+int
+identity_key_get(const char *hash, struct identity_key *out)
+{
+	const struct identity_key *v;
+
+	pthread_rwlock_rdlock(&identity_lock);
+	v = smap_get(&keys, hash);
+	if (v != NULL)
+		*out = *v;
+	pthread_rwlock_unlock(&identity_lock);
+	return v != NULL;
+}
+
+static void
+identity_user_key(int64_t id, char *buf, size_t len)
+{
+	snprintf(buf, len, "%lld", (long long)id);
+}
+
+void
+identity_user_put(const struct identity_user *u)
+{
+	struct identity_user *v = xmalloc(sizeof(*v));
+	char k[32];
+
+	*v = *u;
+	identity_user_key(u->id, k, sizeof(k));
+	pthread_rwlock_wrlock(&identity_lock);
+	smap_put(&users, k, v);
+	pthread_rwlock_unlock(&identity_lock);
+}
+
+int
+identity_user_get(int64_t id, struct identity_user *out)
+{
+	const struct identity_user *v;
+	char k[32];
+
+	identity_user_key(id, k, sizeof(k));
+	pthread_rwlock_rdlock(&identity_lock);
+	v = smap_get(&users, k);
+	if (v != NULL)
+		*out = *v;
+	pthread_rwlock_unlock(&identity_lock);
+	return v != NULL;
+}
+
+void
+identity_revoke(const char *jti, int64_t expires_at)
+{
+	int64_t *v = xmalloc(sizeof(*v));
+
+	*v = expires_at;
+	pthread_rwlock_wrlock(&identity_lock);
+	smap_put(&revoked, jti, v);
+	pthread_rwlock_unlock(&identity_lock);
+}
+
+int
+identity_revoked(const char *jti, int64_t now)
+{
+	const int64_t *v;
+	int r;
+
+	pthread_rwlock_rdlock(&identity_lock);
+	v = smap_get(&revoked, jti);
+	/* an expired token is refused for expiry anyway: the entry may be stale */
+	r = v != NULL && (*v == 0 || *v + 3600 >= now);
+	pthread_rwlock_unlock(&identity_lock);
+	return r;
+}
+
+static void
+identity_block_name(const char *kind, const char *value, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s:%s", kind, value);
+}
+
+void
+identity_block(const char *kind, const char *value, int64_t until)
+{
+	struct block_state *b = xmalloc(sizeof(*b));
+	char name[256];
+
+	b->until = until;
+	pthread_rwlock_wrlock(&identity_lock);
+	if (strcmp(kind, "ip") == 0) {
+		struct cidr c;
+		if (cidr_parse(value, &c) == 0) {
+			void *old = NULL;
+			cidr_tree_insert(ip_blocks, &c, b, &old);
+			free(old);
+			b = NULL;
+		}
+	} else {
+		identity_block_name(kind, value, name, sizeof(name));
+		smap_put(&blocks, name, b);
+		b = NULL;
+	}
+	pthread_rwlock_unlock(&identity_lock);
+	free(b);
+}
+
+int
+identity_unblock(const char *kind, const char *value)
+{
+	char name[256];
+	int r = 0;
+
+	pthread_rwlock_wrlock(&identity_lock);
+	if (strcmp(kind, "ip") == 0) {
+		struct cidr c;
+		if (cidr_parse(value, &c) == 0) {
+			void *old = cidr_tree_remove(ip_blocks, &c);
+			r = old != NULL;
+			free(old);
+		}
+	} else {
+		identity_block_name(kind, value, name, sizeof(name));
+		r = smap_del(&blocks, name);
+	}
+	pthread_rwlock_unlock(&identity_lock);
+	return r;
+}
+
+int
+identity_blocked(const char *kind, const char *value, int64_t now)
+{
+	char name[256];
+	const struct block_state *b;
+	int r;
+
+	identity_block_name(kind, value, name, sizeof(name));
+	pthread_rwlock_rdlock(&identity_lock);
+	b = smap_get(&blocks, name);
+	r = b != NULL && (b->until == 0 || b->until > now);
+	pthread_rwlock_unlock(&identity_lock);
+	return r;
+}
+
+int
+identity_blocked_ip(const uint8_t addr[16], int64_t now)
+{
+	const struct block_state *b;
+	int r;
+
+	pthread_rwlock_rdlock(&identity_lock);
+	b = cidr_tree_count(ip_blocks) ? cidr_tree_match(ip_blocks, addr, NULL) : NULL;
+	r = b != NULL && (b->until == 0 || b->until > now);
+	pthread_rwlock_unlock(&identity_lock);
+	return r;
+}
+
+int64_t
+identity_ban_reject(const char *name, int64_t now, uint64_t window_s, uint64_t threshold,
+		    uint64_t base_s, uint64_t multiplier, uint64_t max_s, int *level)
+{
+	struct ban_state *b;
+	int64_t len = 0;
+
+	pthread_rwlock_wrlock(&identity_lock);
+	b = smap_get(&bans, name);
+	if (b == NULL) {
+		b = xcalloc(1, sizeof(*b));
+		smap_put(&bans, name, b);
+	}
+	if (now - b->window_start >= (int64_t)window_s) {
+		b->window_start = now;
+		b->rejections = 0;
+	}
+	if (++b->rejections > threshold && b->until <= now) {
+		uint64_t l = base_s;
+		for (int i = 0; i < b->level && l < max_s; i++)
+			l *= multiplier;
+		if (l > max_s)
+			l = max_s;
+		b->level++;
+		b->until = now + (int64_t)l;
+		b->rejections = 0;
+		len = (int64_t)l;
+	}
+	*level = b->level;
+	pthread_rwlock_unlock(&identity_lock);
+	return len;
+}
+
+int64_t
+identity_banned(const char *name, int64_t now)
+{
+	const struct ban_state *b;
+	int64_t left = 0;
+
+	pthread_rwlock_rdlock(&identity_lock);
+	b = bans.count ? smap_get(&bans, name) : NULL;
+	if (b != NULL && b->until > now)
+		left = b->until - now;
+	pthread_rwlock_unlock(&identity_lock);
+	return left;
+}
+
+void
+identity_ban_set(const char *name, int64_t until, int level)
+{
+	struct ban_state *b = xcalloc(1, sizeof(*b));
+
+	b->until = until;
+	b->level = level;
+	pthread_rwlock_wrlock(&identity_lock);
+	smap_put(&bans, name, b);
+	pthread_rwlock_unlock(&identity_lock);
+}
+
+int
+identity_ban_clear(const char *name)
+{
+	int r;
+
+	pthread_rwlock_wrlock(&identity_lock);
+	r = smap_del(&bans, name);
+	pthread_rwlock_unlock(&identity_lock);
+	return r;
+}
+
+uint64_t
+identity_bans_active(int64_t now)
+{
+	uint64_t n = 0;
+
+	pthread_rwlock_rdlock(&identity_lock);
+	for (size_t i = 0; i < bans.nbuckets; i++)
+		for (const struct smap_entry *e = bans.buckets[i]; e != NULL; e = e->next)
+			n += ((const struct ban_state *)e->value)->until > now;
+	pthread_rwlock_unlock(&identity_lock);
+	return n;
+}
