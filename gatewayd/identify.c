@@ -35,8 +35,11 @@ identify_tier_rank(const struct config *cfg, const char *tier)
 static void
 identify_set_name(struct identity *id)
 {
-	if (id->kind == IDENTITY_USER || (id->kind == IDENTITY_KEY && id->user_id > 0))
-		snprintf(id->name, sizeof(id->name), "u:%lld", (long long)id->user_id);
+	if (id->kind == IDENTITY_USER || (id->kind == IDENTITY_KEY && id->user_id > 0)) {
+		if (id->sub[0] == '\0')
+			snprintf(id->sub, sizeof(id->sub), "%lld", (long long)id->user_id);
+		snprintf(id->name, sizeof(id->name), "u:%s", id->sub);
+	}
 	else
 		snprintf(id->name, sizeof(id->name), "k:%.12s", id->key_hash);
 }
@@ -57,6 +60,15 @@ int
 identify_user_lookup(int64_t user_id, struct identity_user *out)
 {
 	return identity_user_get(user_id, out);
+}
+
+static int
+identify_header_safe(const char *s)
+{
+	for (; *s != '\0'; s++)
+		if ((unsigned char)*s < 0x21 || (unsigned char)*s > 0x7e)
+			return 0;
+	return 1;
 }
 
 static int
@@ -82,6 +94,12 @@ identify_jwt(struct exchange *x, const char *tok, size_t len)
 			      identify_www_invalid, NULL);
 		return 0;
 	}
+	if (!identify_header_safe(cl.sub) || !identify_header_safe(cl.tier)) {
+		/* both go into headers to the backend: no control bytes, ever */
+		respond_error(x, 401, "invalid_token", "The token's claims are not valid.",
+			      identify_www_invalid, NULL);
+		return 0;
+	}
 	if (strcmp(cl.typ, "access") != 0) {
 		worker_counter_add(&x->w->st_jwt_invalid, 1);
 		respond_error(x, 401, "invalid_token", "Not an access token.",
@@ -98,6 +116,7 @@ identify_jwt(struct exchange *x, const char *tok, size_t len)
 	x->id.kind = IDENTITY_USER;
 	x->id.via_jwt = 1;
 	x->id.user_id = strtoll(cl.sub, NULL, 10);
+	util_strlcpy(x->id.sub, cl.sub, sizeof(x->id.sub));
 	util_strlcpy(x->id.tier, cl.tier, sizeof(x->id.tier));
 	util_strlcpy(x->id.role, cl.role, sizeof(x->id.role));
 	util_strlcpy(x->id.jti, cl.jti, sizeof(x->id.jti));

@@ -42,6 +42,7 @@ struct identity {
 	uint8_t via_query;   /* ?api_key=: answered with Deprecation: true */
 	uint8_t via_jwt;
 	int64_t user_id;
+	char sub[64]; /* the user as the token names it (the user id in decimal for ours) */
 	char key_hash[IDENTITY_HASH_MAX];
 	char key_prefix[16];
 	char tier[IDENTITY_TIER_MAX];

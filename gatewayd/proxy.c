@@ -519,9 +519,9 @@ proxy_build_extra(struct exchange *x)
 		off = proxy_append(e, off, cap, "Connection: upgrade\r\n", 21);
 	if (x->id.kind != IDENTITY_NONE && off < cap) {
 		/* who the gateway says the caller is; the client's own claims were dropped */
-		int n = x->id.user_id > 0
-				? snprintf(e + off, cap - off, "X-User-Id: %lld\r\nX-User-Tier: %s\r\n",
-					   (long long)x->id.user_id, x->id.tier)
+		int n = x->id.sub[0] != '\0'
+				? snprintf(e + off, cap - off, "X-User-Id: %s\r\nX-User-Tier: %s\r\n",
+					   x->id.sub, x->id.tier)
 				: snprintf(e + off, cap - off, "X-User-Id: key:%s\r\nX-User-Tier: %s\r\n",
 					   x->id.key_prefix, x->id.tier);
 		off = n > 0 && (size_t)n < cap - off ? off + (size_t)n : cap + 1;
