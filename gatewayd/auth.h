@@ -95,7 +95,7 @@ int auth_alg_parse(const char *name, enum auth_alg *out);
  * token's fam over it). role stays "". 0, or -1 for a bad argument or RNG failure.
  */
 int auth_claims_init(const struct auth_ctx *ctx, struct auth_claims *c, const char *typ,
-		     const char *sub, const char *tier, int64_t now);
+                     const char *sub, const char *tier, int64_t now);
 
 /*
  * Writes a NUL-terminated compact JWS for in into out. The issuer is the context's
@@ -105,7 +105,7 @@ int auth_claims_init(const struct auth_ctx *ctx, struct auth_claims *c, const ch
  * bad claims, out too small: AUTH_TOKEN_MAX + 1 always suffices).
  */
 int auth_jwt_sign(const struct auth_ctx *ctx, const struct auth_claims *in, char *out,
-		  size_t outlen);
+                  size_t outlen);
 
 /*
  * Verifies token[0..len) (need not be NUL-terminated) at now (Unix seconds) and fills
@@ -114,7 +114,7 @@ int auth_jwt_sign(const struct auth_ctx *ctx, const struct auth_claims *in, char
  * revocation is not checked.
  */
 int auth_jwt_verify(const struct auth_ctx *ctx, const char *token, size_t len, int64_t now,
-		    struct auth_claims *out);
+                    struct auth_claims *out);
 
 /* SPEC error code for an auth_jwt_verify result: "token_expired" or "invalid_token". */
 const char *auth_error_code(int err);
@@ -152,10 +152,10 @@ struct auth_cache *auth_cache_new(size_t capacity);
 void auth_cache_free(struct auth_cache *c);
 /* 1 and *out filled on a hit; 0 on a miss. An entry whose exp < now is a miss. */
 int auth_cache_get(struct auth_cache *c, const char *token, size_t len, int64_t now,
-		   struct auth_claims *out);
+                   struct auth_claims *out);
 /* Copies token and claims in. Ignored for tokens > AUTH_TOKEN_MAX or a forgotten jti. */
 void auth_cache_put(struct auth_cache *c, const char *token, size_t len,
-		    const struct auth_claims *claims);
+                    const struct auth_claims *claims);
 /* Drops every entry with this jti and refuses later puts of it (see above). */
 void auth_cache_forget_jti(struct auth_cache *c, const char *jti);
 /* Entries held (exact at the moment each shard is read). */

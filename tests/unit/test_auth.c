@@ -99,6 +99,7 @@ group_setup(void **state)
 	f = fopen(junk_file, "w");
 	fputs("-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n", f);
 	fclose(f);
+	chmod(junk_file, 0600);
 	f = fopen(rsa_pub, "r");
 	n = fread(rsa_pub_pem, 1, sizeof rsa_pub_pem - 1, f);
 	rsa_pub_pem[n] = '\0';
@@ -109,8 +110,8 @@ group_setup(void **state)
 static int
 group_teardown(void **state)
 {
-	const char *files[] = {rsa_priv, rsa_pub, rsa2_pub, rsa_small, ec_priv, ec_pub, ec384_priv,
-			       junk_file};
+	const char *files[] = {rsa_priv, rsa_pub, rsa2_pub,   rsa_small,
+	                       ec_priv,  ec_pub,  ec384_priv, junk_file};
 
 	for (size_t i = 0; i < sizeof files / sizeof files[0]; i++)
 		unlink(files[i]);
@@ -122,10 +123,10 @@ static struct auth_config
 base_cfg(enum auth_alg alg)
 {
 	struct auth_config c = {.alg = alg,
-				.issuer = "gatewayd",
-				.access_ttl = 3600,
-				.refresh_ttl = 7 * 86400,
-				.leeway = LEEWAY};
+	                        .issuer = "gatewayd",
+	                        .access_ttl = 3600,
+	                        .refresh_ttl = 7 * 86400,
+	                        .leeway = LEEWAY};
 
 	return c;
 }
@@ -230,7 +231,8 @@ mk_hs(const void *key, size_t keylen, const char *header, const char *payload, c
 
 	out[o++] = '.';
 	o += b64url(payload, strlen(payload), out + o);
-	assert_non_null(HMAC(EVP_sha256(), key, (int)keylen, (unsigned char *)out, o, mac, &maclen));
+	assert_non_null(
+	    HMAC(EVP_sha256(), key, (int)keylen, (unsigned char *)out, o, mac, &maclen));
 	out[o++] = '.';
 	b64url(mac, maclen, out + o);
 }
@@ -242,8 +244,8 @@ mk_payload(const char *payload, char *out)
 	mk_hs(SECRET, strlen(SECRET), "{\"alg\":\"HS256\",\"typ\":\"JWT\"}", payload, out);
 }
 
-#define GOOD_PAYLOAD                                                                           \
-	"{\"sub\":\"u1\",\"iss\":\"gatewayd\",\"iat\":1700000000,\"nbf\":1700000000,"        \
+#define GOOD_PAYLOAD                                                                               \
+	"{\"sub\":\"u1\",\"iss\":\"gatewayd\",\"iat\":1700000000,\"nbf\":1700000000,"              \
 	"\"exp\":1700003600,\"jti\":\"j1\",\"typ\":\"access\"}"
 
 /* ---- round trips ---- */
@@ -321,9 +323,9 @@ static void
 test_hs256_matches_openssl_hmac(void **state)
 {
 	const char *secrets[] = {"sixteen-bytes!!!", SECRET,
-				 "0123456789012345678901234567890123456789012345678901234567890123",
-				 "a key longer than the SHA-256 block of sixty-four bytes, which "
-				 "HMAC hashes first......"};
+	                         "0123456789012345678901234567890123456789012345678901234567890123",
+	                         "a key longer than the SHA-256 block of sixty-four bytes, which "
+	                         "HMAC hashes first......"};
 
 	for (size_t i = 0; i < sizeof secrets / sizeof secrets[0]; i++) {
 		struct auth_ctx *ctx = hs_ctx_secret(secrets[i], strlen(secrets[i]));
@@ -457,9 +459,9 @@ static void
 test_alg_none(void **state)
 {
 	const char *headers[] = {"{\"alg\":\"none\",\"typ\":\"JWT\"}", "{\"alg\":\"none\"}",
-				 "{\"alg\":\"None\"}", "{\"alg\":\"NONE\"}", "{\"alg\":\"\"}"};
+	                         "{\"alg\":\"None\"}", "{\"alg\":\"NONE\"}", "{\"alg\":\"\"}"};
 	struct auth_ctx *ctxs[] = {hs_ctx(), key_ctx(AUTH_RS256, rsa_priv, rsa_pub),
-				   key_ctx(AUTH_ES256, ec_priv, ec_pub)};
+	                           key_ctx(AUTH_ES256, ec_priv, ec_pub)};
 	char tok[2048], h[256], p[512];
 	struct auth_claims out;
 
@@ -538,7 +540,8 @@ test_wrong_secret(void **state)
 static void
 test_wrong_key_rs_es(void **state)
 {
-	struct auth_ctx *rs = key_ctx(AUTH_RS256, rsa_priv, NULL), *rs2 = key_ctx(AUTH_RS256, NULL, rsa2_pub);
+	struct auth_ctx *rs = key_ctx(AUTH_RS256, rsa_priv, NULL),
+	                *rs2 = key_ctx(AUTH_RS256, NULL, rsa2_pub);
 	struct auth_claims c = claims_for(rs, "access", "u"), out;
 	char tok[AUTH_TOKEN_MAX + 1];
 
@@ -565,7 +568,7 @@ static void
 test_tampered(void **state)
 {
 	struct auth_ctx *ctxs[] = {hs_ctx(), key_ctx(AUTH_RS256, rsa_priv, rsa_pub),
-				   key_ctx(AUTH_ES256, ec_priv, ec_pub)};
+	                           key_ctx(AUTH_ES256, ec_priv, ec_pub)};
 	char tok[AUTH_TOKEN_MAX + 1], t2[AUTH_TOKEN_MAX + 1];
 	struct auth_claims out;
 
@@ -681,7 +684,7 @@ test_wrong_issuer(void **state)
 	assert_int_equal(verify(ctx, tok, NOW, &out), AUTH_E_ISSUER);
 	/* iss of the wrong type */
 	mk_payload("{\"sub\":\"u\",\"iss\":1,\"exp\":1700003600,\"jti\":\"j\",\"typ\":\"access\"}",
-		   tok);
+	           tok);
 	assert_int_equal(verify(ctx, tok, NOW, &out), AUTH_E_CLAIMS);
 	auth_ctx_free(ctx);
 	auth_ctx_free(other);
@@ -691,12 +694,14 @@ static void
 test_missing_claims(void **state)
 {
 	const char *payloads[] = {
-		"{\"iss\":\"gatewayd\",\"exp\":1700003600,\"jti\":\"j\",\"typ\":\"access\"}",
-		"{\"sub\":\"u\",\"iss\":\"gatewayd\",\"jti\":\"j\",\"typ\":\"access\"}",
-		"{\"sub\":\"u\",\"iss\":\"gatewayd\",\"exp\":1700003600,\"typ\":\"access\"}",
-		"{\"sub\":\"u\",\"iss\":\"gatewayd\",\"exp\":1700003600,\"jti\":\"j\"}",
-		"{\"sub\":\"\",\"iss\":\"gatewayd\",\"exp\":1700003600,\"jti\":\"j\",\"typ\":\"access\"}",
-		"{\"sub\":\"u\",\"iss\":\"gatewayd\",\"exp\":1700003600,\"jti\":\"\",\"typ\":\"access\"}",
+	    "{\"iss\":\"gatewayd\",\"exp\":1700003600,\"jti\":\"j\",\"typ\":\"access\"}",
+	    "{\"sub\":\"u\",\"iss\":\"gatewayd\",\"jti\":\"j\",\"typ\":\"access\"}",
+	    "{\"sub\":\"u\",\"iss\":\"gatewayd\",\"exp\":1700003600,\"typ\":\"access\"}",
+	    "{\"sub\":\"u\",\"iss\":\"gatewayd\",\"exp\":1700003600,\"jti\":\"j\"}",
+	    "{\"sub\":\"\",\"iss\":\"gatewayd\",\"exp\":1700003600,\"jti\":\"j\",\"typ\":"
+	    "\"access\"}",
+	    "{\"sub\":\"u\",\"iss\":\"gatewayd\",\"exp\":1700003600,\"jti\":\"\",\"typ\":"
+	    "\"access\"}",
 	};
 	struct auth_ctx *ctx = hs_ctx();
 	struct auth_claims out;
@@ -714,44 +719,60 @@ test_missing_claims(void **state)
 static void
 test_claim_types(void **state)
 {
-	const char *bad_exp[] = {"1700003600.5", "\"1700003600\"", "true", "null", "[1]", "{}",
-				 "1e300", "-1e300", "9007199254740993"};
+	const char *bad_exp[] = {"1700003600.5",
+	                         "1700003600.0",
+	                         "17000036e2",
+	                         "\"1700003600\"",
+	                         "true",
+	                         "null",
+	                         "[1]",
+	                         "{}",
+	                         "1e300",
+	                         "-1e300",
+	                         "9007199254740992",
+	                         "9007199254740993",
+	                         "-9007199254740992",
+	                         "99999999999999999999999"};
 	struct auth_ctx *ctx = hs_ctx();
 	struct auth_claims out;
 	char tok[2048], payload[512];
 
 	for (size_t i = 0; i < sizeof bad_exp / sizeof bad_exp[0]; i++) {
 		snprintf(payload, sizeof payload,
-			 "{\"sub\":\"u\",\"iss\":\"gatewayd\",\"exp\":%s,\"jti\":\"j\",\"typ\":\"access\"}",
-			 bad_exp[i]);
+		         "{\"sub\":\"u\",\"iss\":\"gatewayd\",\"exp\":%s,\"jti\":\"j\",\"typ\":"
+		         "\"access\"}",
+		         bad_exp[i]);
 		mk_payload(payload, tok);
 		if (verify(ctx, tok, NOW, &out) != AUTH_E_CLAIMS)
 			fail_msg("exp %s accepted", bad_exp[i]);
 		snprintf(payload, sizeof payload,
-			 "{\"sub\":\"u\",\"iss\":\"gatewayd\",\"exp\":1700003600,\"nbf\":%s,"
-			 "\"jti\":\"j\",\"typ\":\"access\"}",
-			 bad_exp[i]);
+		         "{\"sub\":\"u\",\"iss\":\"gatewayd\",\"exp\":1700003600,\"nbf\":%s,"
+		         "\"jti\":\"j\",\"typ\":\"access\"}",
+		         bad_exp[i]);
 		mk_payload(payload, tok);
 		assert_int_equal(verify(ctx, tok, NOW, &out), AUTH_E_CLAIMS);
 		snprintf(payload, sizeof payload,
-			 "{\"sub\":\"u\",\"iss\":\"gatewayd\",\"exp\":1700003600,\"iat\":%s,"
-			 "\"jti\":\"j\",\"typ\":\"access\"}",
-			 bad_exp[i]);
+		         "{\"sub\":\"u\",\"iss\":\"gatewayd\",\"exp\":1700003600,\"iat\":%s,"
+		         "\"jti\":\"j\",\"typ\":\"access\"}",
+		         bad_exp[i]);
 		mk_payload(payload, tok);
 		assert_int_equal(verify(ctx, tok, NOW, &out), AUTH_E_CLAIMS);
 	}
 	/* strings where strings belong */
-	mk_payload("{\"sub\":42,\"iss\":\"gatewayd\",\"exp\":1700003600,\"jti\":\"j\",\"typ\":\"access\"}",
-		   tok);
+	mk_payload(
+	    "{\"sub\":42,\"iss\":\"gatewayd\",\"exp\":1700003600,\"jti\":\"j\",\"typ\":\"access\"}",
+	    tok);
 	assert_int_equal(verify(ctx, tok, NOW, &out), AUTH_E_CLAIMS);
-	mk_payload("{\"sub\":\"u\",\"iss\":\"gatewayd\",\"exp\":1700003600,\"jti\":\"j\",\"typ\":\"access\","
-		   "\"tier\":[\"premium\"]}",
-		   tok);
+	mk_payload("{\"sub\":\"u\",\"iss\":\"gatewayd\",\"exp\":1700003600,\"jti\":\"j\",\"typ\":"
+	           "\"access\","
+	           "\"tier\":[\"premium\"]}",
+	           tok);
 	assert_int_equal(verify(ctx, tok, NOW, &out), AUTH_E_CLAIMS);
 	/* claims we do not read may be anything */
-	mk_payload("{\"sub\":\"u\",\"iss\":\"gatewayd\",\"exp\":1700003600,\"jti\":\"j\",\"typ\":\"access\","
-		   "\"aud\":[\"x\"],\"x\":{\"y\":null}}",
-		   tok);
+	mk_payload("{\"sub\":\"u\",\"iss\":\"gatewayd\",\"exp\":1700003600,\"jti\":\"j\",\"typ\":"
+	           "\"access\","
+	           "\"aud\":[\"x\"],\"x\":{\"y\":null}}",
+	           tok);
 	assert_int_equal(verify(ctx, tok, NOW, &out), AUTH_OK);
 	auth_ctx_free(ctx);
 }
@@ -772,13 +793,14 @@ test_oversized_claims(void **state)
 		for (size_t len = f[i].max; len <= f[i].max + 1; len++) {
 			memset(big, 'x', len);
 			big[len] = '\0';
-			snprintf(payload, sizeof payload,
-				 "{\"sub\":\"u\",\"iss\":\"gatewayd\",\"exp\":1700003600,\"jti\":\"j\","
-				 "\"typ\":\"access\",\"%s\":\"%s\"}",
-				 f[i].name, big);
+			snprintf(
+			    payload, sizeof payload,
+			    "{\"sub\":\"u\",\"iss\":\"gatewayd\",\"exp\":1700003600,\"jti\":\"j\","
+			    "\"typ\":\"access\",\"%s\":\"%s\"}",
+			    f[i].name, big);
 			mk_payload(payload, tok);
 			assert_int_equal(verify(ctx, tok, NOW, &out),
-					 len == f[i].max ? AUTH_OK : AUTH_E_CLAIMS);
+			                 len == f[i].max ? AUTH_OK : AUTH_E_CLAIMS);
 		}
 	}
 	/* required ones */
@@ -786,21 +808,22 @@ test_oversized_claims(void **state)
 		memset(big, 'x', len);
 		big[len] = '\0';
 		snprintf(payload, sizeof payload,
-			 "{\"sub\":\"%s\",\"iss\":\"gatewayd\",\"exp\":1700003600,\"jti\":\"%s\","
-			 "\"typ\":\"access\"}",
-			 big, big);
+		         "{\"sub\":\"%s\",\"iss\":\"gatewayd\",\"exp\":1700003600,\"jti\":\"%s\","
+		         "\"typ\":\"access\"}",
+		         big, big);
 		mk_payload(payload, tok);
 		assert_int_equal(verify(ctx, tok, NOW, &out), len == 63 ? AUTH_OK : AUTH_E_CLAIMS);
 	}
 	mk_payload("{\"sub\":\"u\",\"iss\":\"gatewayd\",\"exp\":1700003600,\"jti\":\"j\","
-		   "\"typ\":\"access-but-longer\"}",
-		   tok);
+	           "\"typ\":\"access-but-longer\"}",
+	           tok);
 	assert_int_equal(verify(ctx, tok, NOW, &out), AUTH_E_CLAIMS);
 	memset(big, 'x', 128);
 	big[128] = '\0';
-	snprintf(payload, sizeof payload,
-		 "{\"sub\":\"u\",\"iss\":\"%s\",\"exp\":1700003600,\"jti\":\"j\",\"typ\":\"access\"}",
-		 big);
+	snprintf(
+	    payload, sizeof payload,
+	    "{\"sub\":\"u\",\"iss\":\"%s\",\"exp\":1700003600,\"jti\":\"j\",\"typ\":\"access\"}",
+	    big);
 	mk_payload(payload, tok);
 	assert_int_equal(verify(ctx, tok, NOW, &out), AUTH_E_CLAIMS);
 	auth_ctx_free(ctx);
@@ -813,17 +836,19 @@ test_duplicate_claims(void **state)
 	struct auth_claims out;
 	char tok[2048];
 
-	mk_payload("{\"sub\":\"u\",\"iss\":\"gatewayd\",\"exp\":1700003600,\"jti\":\"j\",\"typ\":\"access\","
-		   "\"sub\":\"admin\"}",
-		   tok);
+	mk_payload("{\"sub\":\"u\",\"iss\":\"gatewayd\",\"exp\":1700003600,\"jti\":\"j\",\"typ\":"
+	           "\"access\","
+	           "\"sub\":\"admin\"}",
+	           tok);
 	assert_int_equal(verify(ctx, tok, NOW, &out), AUTH_E_CLAIMS);
-	mk_payload("{\"sub\":\"u\",\"iss\":\"gatewayd\",\"exp\":1700003600,\"jti\":\"j\",\"typ\":\"refresh\","
-		   "\"typ\":\"access\"}",
-		   tok);
+	mk_payload("{\"sub\":\"u\",\"iss\":\"gatewayd\",\"exp\":1700003600,\"jti\":\"j\",\"typ\":"
+	           "\"refresh\","
+	           "\"typ\":\"access\"}",
+	           tok);
 	assert_int_equal(verify(ctx, tok, NOW, &out), AUTH_E_CLAIMS);
 	mk_payload("{\"sub\":\"u\",\"iss\":\"gatewayd\",\"exp\":1,\"jti\":\"j\",\"typ\":\"access\","
-		   "\"exp\":9999999999}",
-		   tok);
+	           "\"exp\":9999999999}",
+	           tok);
 	assert_int_equal(verify(ctx, tok, NOW, &out), AUTH_E_CLAIMS);
 	auth_ctx_free(ctx);
 }
@@ -880,8 +905,8 @@ test_claims_order(void **state)
 		b64[n++] = '=';
 	e = EVP_ENCODE_CTX_new();
 	EVP_DecodeInit(e);
-	assert_true(EVP_DecodeUpdate(e, (unsigned char *)json, &outl, (unsigned char *)b64,
-				     (int)n) >= 0);
+	assert_true(
+	    EVP_DecodeUpdate(e, (unsigned char *)json, &outl, (unsigned char *)b64, (int)n) >= 0);
 	assert_int_equal(EVP_DecodeFinal(e, (unsigned char *)json + outl, &fin), 1);
 	EVP_ENCODE_CTX_free(e);
 	json[outl + fin] = '\0';
@@ -945,11 +970,14 @@ test_base64_strict(void **state)
 	d2 = strchr(d1 + 1, '.');
 	for (size_t i = 0; i < sizeof bad_chars; i++) {
 		for (int seg = 0; seg < 3; seg++) {
-			size_t at = seg == 0 ? 3 : seg == 1 ? (size_t)(d1 - tok) + 3 : (size_t)(d2 - tok) + 3;
+			size_t at = seg == 0   ? 3
+			            : seg == 1 ? (size_t)(d1 - tok) + 3
+			                       : (size_t)(d2 - tok) + 3;
 
 			memcpy(t2, tok, (size_t)n + 1);
 			t2[at] = bad_chars[i];
-			assert_int_equal(auth_jwt_verify(ctx, t2, (size_t)n, NOW, &out), AUTH_E_MALFORMED);
+			assert_int_equal(auth_jwt_verify(ctx, t2, (size_t)n, NOW, &out),
+			                 AUTH_E_MALFORMED);
 		}
 	}
 	/* padding appended to the signature ('=' never belongs in base64url) */
@@ -961,7 +989,7 @@ test_base64_strict(void **state)
 	memcpy(t2, tok, (size_t)n + 1);
 	{
 		static const char a[] =
-			"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+		    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 		char *last = t2 + n - 1;
 		int v = (int)(strchr(a, *last) - a);
 
@@ -1051,15 +1079,15 @@ test_oversized_token(void **state)
 	/* a signed token just under the cap is fine, one just over is refused unread */
 	for (size_t pad = 5800; pad <= 6200; pad += 100) {
 		int len = snprintf(payload, 8192,
-				   "{\"sub\":\"u\",\"iss\":\"gatewayd\",\"exp\":1700003600,"
-				   "\"jti\":\"j\",\"typ\":\"access\",\"pad\":\"%*s\"}",
-				   (int)pad, "");
+		                   "{\"sub\":\"u\",\"iss\":\"gatewayd\",\"exp\":1700003600,"
+		                   "\"jti\":\"j\",\"typ\":\"access\",\"pad\":\"%*s\"}",
+		                   (int)pad, "");
 
 		assert_true(len > 0 && len < 8192);
 		mk_payload(payload, tok);
 		n = strlen(tok);
 		assert_int_equal(verify(ctx, tok, NOW, &out),
-				 n <= AUTH_TOKEN_MAX ? AUTH_OK : AUTH_E_MALFORMED);
+		                 n <= AUTH_TOKEN_MAX ? AUTH_OK : AUTH_E_MALFORMED);
 	}
 	memset(tok, 'A', 16000);
 	tok[16000] = '\0';
@@ -1079,28 +1107,28 @@ test_header_variants(void **state)
 		const char *header;
 		int want;
 	} cases[] = {
-		{"{\"typ\":\"JWT\",\"alg\":\"HS256\"}", AUTH_OK},	/* other order */
-		{"{\"alg\":\"HS256\"}", AUTH_OK},			/* typ optional */
-		{"{\"alg\":\"HS256\",\"typ\":\"jwt\"}", AUTH_OK},	/* case-insensitive */
-		{"{\"alg\":\"HS256\",\"kid\":\"whatever\"}", AUTH_OK}, /* kid ignored */
-		{"{\"alg\":\"HS256\",\"typ\":\"at+jwt\"}", AUTH_E_MALFORMED},
-		{"{\"alg\":\"HS256\",\"typ\":1}", AUTH_E_MALFORMED},
-		{"{\"alg\":\"HS256\",\"crit\":[\"exp\"]}", AUTH_E_MALFORMED},
-		{"{\"typ\":\"JWT\"}", AUTH_E_MALFORMED},
-		{"{\"alg\":256}", AUTH_E_MALFORMED},
-		{"[\"HS256\"]", AUTH_E_MALFORMED},
-		{"not json", AUTH_E_MALFORMED},
-		{"{\"alg\":\"HS256\"} trailing", AUTH_E_MALFORMED},
-		{"{\"alg\":\"HS384\"}", AUTH_E_ALG},
-		{"{\"alg\":\"RS256\"}", AUTH_E_ALG},
-		{"{\"alg\":\"hs256\"}", AUTH_E_ALG},
+	    {"{\"typ\":\"JWT\",\"alg\":\"HS256\"}", AUTH_OK},      /* other order */
+	    {"{\"alg\":\"HS256\"}", AUTH_OK},                      /* typ optional */
+	    {"{\"alg\":\"HS256\",\"typ\":\"jwt\"}", AUTH_OK},      /* case-insensitive */
+	    {"{\"alg\":\"HS256\",\"kid\":\"whatever\"}", AUTH_OK}, /* kid ignored */
+	    {"{\"alg\":\"HS256\",\"typ\":\"at+jwt\"}", AUTH_E_MALFORMED},
+	    {"{\"alg\":\"HS256\",\"typ\":1}", AUTH_E_MALFORMED},
+	    {"{\"alg\":\"HS256\",\"crit\":[\"exp\"]}", AUTH_E_MALFORMED},
+	    {"{\"typ\":\"JWT\"}", AUTH_E_MALFORMED},
+	    {"{\"alg\":256}", AUTH_E_MALFORMED},
+	    {"[\"HS256\"]", AUTH_E_MALFORMED},
+	    {"not json", AUTH_E_MALFORMED},
+	    {"{\"alg\":\"HS256\"} trailing", AUTH_E_MALFORMED},
+	    {"{\"alg\":\"HS384\"}", AUTH_E_ALG},
+	    {"{\"alg\":\"RS256\"}", AUTH_E_ALG},
+	    {"{\"alg\":\"hs256\"}", AUTH_E_ALG},
 	};
 
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		mk_hs(SECRET, 32, cases[i].header, GOOD_PAYLOAD, tok);
 		if (verify(ctx, tok, NOW, &out) != cases[i].want)
 			fail_msg("header %s: got %d want %d", cases[i].header,
-				 verify(ctx, tok, NOW, &out), cases[i].want);
+			         verify(ctx, tok, NOW, &out), cases[i].want);
 	}
 	auth_ctx_free(ctx);
 }
@@ -1117,6 +1145,110 @@ test_payload_not_object(void **state)
 		mk_payload(payloads[i], tok);
 		assert_int_equal(verify(ctx, tok, NOW, &out), AUTH_E_MALFORMED);
 	}
+	auth_ctx_free(ctx);
+}
+
+/* The payload reader: JSON edge cases, each in a validly signed token. */
+static void
+test_payload_json_strict(void **state)
+{
+#define P_HEAD "{\"iss\":\"gatewayd\",\"exp\":1700003600,\"jti\":\"j\",\"typ\":\"access\","
+	const struct {
+		const char *payload;
+		int want;
+		const char *sub; /* expected sub when AUTH_OK */
+	} cases[] = {
+	    {P_HEAD "\"sub\":\"caf\\u00e9\"}", AUTH_OK, "caf\xc3\xa9"},
+	    {P_HEAD "\"sub\":\"\\ud83d\\ude00\"}", AUTH_OK, "\xf0\x9f\x98\x80"},
+	    {P_HEAD "\"sub\":\"a\\\"\\\\\\/\\b\\f\\n\\r\\t\"}", AUTH_OK, "a\"\\/\b\f\n\r\t"},
+	    {P_HEAD "\"sub\":\"\xe2\x82\xac\"}", AUTH_OK, "\xe2\x82\xac"},
+	    {" \t\r\n{ \"sub\" : \"u\" , \"iss\":\"gatewayd\",\"exp\" :1700003600,\"jti\":\"j\","
+	     "\"typ\":\"access\" } \n",
+	     AUTH_OK, "u"},
+	    {P_HEAD
+	     "\"sub\":\"u\",\"x\":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}",
+	     AUTH_OK, "u"},
+	    {P_HEAD "\"sub\":\"u\",\"x\":{\"a\":[true,false,null,-0,1.5e-3,\"s\",{}],\"b\":[]}}",
+	     AUTH_OK, "u"},
+	    {P_HEAD "\"sub\":\"u\",\"iat\":-0}", AUTH_OK, "u"},
+	    /* a name is compared unescaped: this is a second "sub" */
+	    {P_HEAD "\"sub\":\"u\",\"s\\u0075b\":\"admin\"}", AUTH_E_CLAIMS, NULL},
+	    {P_HEAD "\"s\\u0075b\":\"admin\"}", AUTH_OK, "admin"},
+	    /* invalid JSON or text */
+	    {P_HEAD "\"sub\":\"\\ud83d\"}", AUTH_E_MALFORMED, NULL},
+	    {P_HEAD "\"sub\":\"\\ude00\"}", AUTH_E_MALFORMED, NULL},
+	    {P_HEAD "\"sub\":\"a\\u0000b\"}", AUTH_E_MALFORMED, NULL},
+	    {P_HEAD "\"sub\":\"\\x41\"}", AUTH_E_MALFORMED, NULL},
+	    {P_HEAD "\"sub\":\"\\u12G4\"}", AUTH_E_MALFORMED, NULL},
+	    {P_HEAD "\"sub\":\"\xff\"}", AUTH_E_MALFORMED, NULL},
+	    {P_HEAD "\"sub\":\"\xc0\xaf\"}", AUTH_E_MALFORMED, NULL},
+	    {P_HEAD "\"sub\":\"\xed\xa0\x80\"}", AUTH_E_MALFORMED, NULL},
+	    {P_HEAD "\"sub\":\"\xe2\x82\"}", AUTH_E_MALFORMED, NULL},
+	    {P_HEAD "\"sub\":\"a\nb\"}", AUTH_E_MALFORMED, NULL},
+	    {P_HEAD "\"sub\":\"u\",}", AUTH_E_MALFORMED, NULL},
+	    {P_HEAD "\"sub\" \"u\"}", AUTH_E_MALFORMED, NULL},
+	    {P_HEAD "\"sub\":\"u\"", AUTH_E_MALFORMED, NULL},
+	    {P_HEAD "\"sub\":\"u}", AUTH_E_MALFORMED, NULL},
+	    {P_HEAD "\"sub\":'u'}", AUTH_E_MALFORMED, NULL},
+	    {P_HEAD "sub:\"u\"}", AUTH_E_MALFORMED, NULL},
+	    {P_HEAD "\"sub\":\"u\",\"x\":tru}", AUTH_E_MALFORMED, NULL},
+	    {P_HEAD "\"sub\":\"u\",\"x\":01}", AUTH_E_MALFORMED, NULL},
+	    {P_HEAD "\"sub\":\"u\",\"x\":1.}", AUTH_E_MALFORMED, NULL},
+	    {P_HEAD "\"sub\":\"u\",\"x\":.5}", AUTH_E_MALFORMED, NULL},
+	    {P_HEAD "\"sub\":\"u\",\"x\":+1}", AUTH_E_MALFORMED, NULL},
+	    {P_HEAD "\"sub\":\"u\",\"x\":1e}", AUTH_E_MALFORMED, NULL},
+	    {P_HEAD "\"sub\":\"u\",\"x\":-}", AUTH_E_MALFORMED, NULL},
+	    {P_HEAD "\"sub\":\"u\",\"x\":NaN}", AUTH_E_MALFORMED, NULL},
+	    {P_HEAD "\"sub\":\"u\",\"x\":[1,]}", AUTH_E_MALFORMED, NULL},
+	    {P_HEAD "\"sub\":\"u\",\"x\":{\"a\"}}", AUTH_E_MALFORMED, NULL},
+	    {P_HEAD "\"sub\":\"u\",\"x\":{1:2}}", AUTH_E_MALFORMED, NULL},
+	    {P_HEAD "\"sub\":\"u\",\"x\":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]"
+	            "]]]]]]]]]}",
+	     AUTH_E_MALFORMED, NULL},
+	    {P_HEAD "\"sub\":\"u\"}x", AUTH_E_MALFORMED, NULL},
+	    {P_HEAD "\"sub\":\"u\"}{}", AUTH_E_MALFORMED, NULL},
+	    /* valid JSON, wrong claim types */
+	    {P_HEAD "\"sub\":[\"u\"]}", AUTH_E_CLAIMS, NULL},
+	    {P_HEAD "\"sub\":null}", AUTH_E_CLAIMS, NULL},
+	    {P_HEAD "\"sub\":\"u\",\"nbf\":\"0\"}", AUTH_E_CLAIMS, NULL},
+	    {P_HEAD "\"sub\":\"u\",\"iat\":{}}", AUTH_E_CLAIMS, NULL},
+	};
+#undef P_HEAD
+	struct auth_ctx *ctx = hs_ctx();
+	struct auth_claims out;
+	char tok[2048];
+
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		int got;
+
+		mk_payload(cases[i].payload, tok);
+		got = verify(ctx, tok, NOW, &out);
+		if (got != cases[i].want)
+			fail_msg("case %zu %s: got %d want %d", i, cases[i].payload, got,
+			         cases[i].want);
+		if (got == AUTH_OK)
+			assert_string_equal(out.sub, cases[i].sub);
+	}
+	/* a NUL byte in the payload, signed */
+	{
+		char h[64], p[256], data[512], sigb[64];
+		const char raw[] = "{\"sub\":\"u\"\0,\"iss\":\"gatewayd\"}";
+		unsigned char mac[32];
+		unsigned maclen;
+
+		b64url("{\"alg\":\"HS256\",\"typ\":\"JWT\"}", 27, h);
+		b64url(raw, sizeof raw - 1, p);
+		snprintf(data, sizeof data, "%s.%s", h, p);
+		HMAC(EVP_sha256(), SECRET, 32, (unsigned char *)data, strlen(data), mac, &maclen);
+		b64url(mac, maclen, sigb);
+		snprintf(tok, sizeof tok, "%s.%s", data, sigb);
+		assert_int_equal(verify(ctx, tok, NOW, &out), AUTH_E_MALFORMED);
+	}
+	/* negative and zero times are integers too: long expired */
+	mk_payload(
+	    "{\"sub\":\"u\",\"iss\":\"gatewayd\",\"exp\":-5,\"jti\":\"j\",\"typ\":\"access\"}",
+	    tok);
+	assert_int_equal(verify(ctx, tok, NOW, &out), AUTH_E_EXPIRED);
 	auth_ctx_free(ctx);
 }
 
@@ -1175,7 +1307,7 @@ test_error_codes(void **state)
 {
 	for (int e = AUTH_E_MALFORMED; e <= AUTH_E_CLAIMS; e++) {
 		assert_string_equal(auth_error_code(e),
-				    e == AUTH_E_EXPIRED ? "token_expired" : "invalid_token");
+		                    e == AUTH_E_EXPIRED ? "token_expired" : "invalid_token");
 		assert_true(strlen(auth_error_message(e)) > 0);
 	}
 	assert_string_equal(auth_error_code(999), "invalid_token");
@@ -1248,17 +1380,17 @@ check_jwks(struct auth_ctx *ctx, const char *kty)
 		assert_string_equal(cJSON_GetObjectItem(k, "e")->valuestring, "AQAB");
 		assert_int_equal(strlen(cJSON_GetObjectItem(k, "n")->valuestring), 342);
 		snprintf(canon, sizeof canon, "{\"e\":\"%s\",\"kty\":\"RSA\",\"n\":\"%s\"}",
-			 cJSON_GetObjectItem(k, "e")->valuestring,
-			 cJSON_GetObjectItem(k, "n")->valuestring);
+		         cJSON_GetObjectItem(k, "e")->valuestring,
+		         cJSON_GetObjectItem(k, "n")->valuestring);
 	} else {
 		assert_string_equal(cJSON_GetObjectItem(k, "alg")->valuestring, "ES256");
 		assert_string_equal(cJSON_GetObjectItem(k, "crv")->valuestring, "P-256");
 		assert_int_equal(strlen(cJSON_GetObjectItem(k, "x")->valuestring), 43);
 		assert_int_equal(strlen(cJSON_GetObjectItem(k, "y")->valuestring), 43);
 		snprintf(canon, sizeof canon,
-			 "{\"crv\":\"P-256\",\"kty\":\"EC\",\"x\":\"%s\",\"y\":\"%s\"}",
-			 cJSON_GetObjectItem(k, "x")->valuestring,
-			 cJSON_GetObjectItem(k, "y")->valuestring);
+		         "{\"crv\":\"P-256\",\"kty\":\"EC\",\"x\":\"%s\",\"y\":\"%s\"}",
+		         cJSON_GetObjectItem(k, "x")->valuestring,
+		         cJSON_GetObjectItem(k, "y")->valuestring);
 	}
 	/* kid is the RFC 7638 thumbprint, and the header of our tokens carries it */
 	EVP_Digest(canon, strlen(canon), md, &hl, EVP_sha256(), NULL);
@@ -1372,7 +1504,8 @@ static void
 test_cache_forget_jti(void **state)
 {
 	struct auth_cache *c = auth_cache_new(4096);
-	struct auth_claims a = cache_claims("revoked", NOW + 100), b = cache_claims("kept", NOW + 100);
+	struct auth_claims a = cache_claims("revoked", NOW + 100),
+	                   b = cache_claims("kept", NOW + 100);
 	struct auth_claims out;
 	char tok[64];
 
@@ -1582,7 +1715,7 @@ test_cache_with_verify(void **state)
 	/* the token past exp is a miss, and verify then says expired */
 	assert_int_equal(auth_cache_get(c, tok, (size_t)n, in.exp + 1, &out), 0);
 	assert_int_equal(auth_jwt_verify(ctx, tok, (size_t)n, in.exp + LEEWAY + 1, &out),
-			 AUTH_E_EXPIRED);
+	                 AUTH_E_EXPIRED);
 	auth_jwt_verify(ctx, tok, (size_t)n, NOW, &out);
 	auth_cache_put(c, tok, (size_t)n, &out);
 	auth_cache_forget_jti(c, in.jti);
@@ -1656,7 +1789,9 @@ test_password_limits(void **state)
 	assert_int_equal(auth_password_verify(pw, NULL), 0);
 	assert_int_equal(auth_password_verify("x", "$1$salt$abcdefghijklmnopqrstuv"), 0);
 	assert_int_equal(auth_password_verify("x", "*0"), 0);
-	assert_int_equal(auth_password_verify("x", "$2b$31$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW"), 0);
+	assert_int_equal(auth_password_verify(
+	                     "x", "$2b$31$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW"),
+	                 0);
 	assert_int_equal(auth_password_needs_rehash("garbage"), 1);
 }
 
@@ -1678,7 +1813,7 @@ test_password_dummy_verify(void **state)
 	assert_int_equal(auth_password_verify("wrong-pw", "not-a-hash"), 0);
 	malformed = now_ms() - t0;
 	print_message("      bcrypt cost %d: verify %.1f ms, dummy %.1f ms, malformed %.1f ms\n",
-		      AUTH_BCRYPT_COST, real, dummy, malformed);
+	              AUTH_BCRYPT_COST, real, dummy, malformed);
 	assert_true(real > 20.0); /* cost 12 is ~200 ms; cost 10 would still be > 20 */
 	assert_true(dummy > real * 0.5 && dummy < real * 2.0);
 	assert_true(malformed > real * 0.5 && malformed < real * 2.0);
@@ -1740,14 +1875,18 @@ test_sha256_vectors(void **state)
 	char *million = malloc(1000000);
 
 	auth_sha256_hex("", 0, out);
-	assert_string_equal(out, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+	assert_string_equal(out,
+	                    "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
 	auth_sha256_hex("abc", 3, out);
-	assert_string_equal(out, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+	assert_string_equal(out,
+	                    "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
 	auth_sha256_hex("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq", 56, out);
-	assert_string_equal(out, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+	assert_string_equal(out,
+	                    "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
 	memset(million, 'a', 1000000);
 	auth_sha256_hex(million, 1000000, out);
-	assert_string_equal(out, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+	assert_string_equal(out,
+	                    "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
 	free(million);
 }
 
@@ -1756,7 +1895,7 @@ static void
 test_openssl_error_queue_clean(void **state)
 {
 	struct auth_ctx *ctxs[] = {hs_ctx(), key_ctx(AUTH_RS256, rsa_priv, rsa_pub),
-				   key_ctx(AUTH_ES256, ec_priv, ec_pub)};
+	                           key_ctx(AUTH_ES256, ec_priv, ec_pub)};
 	struct auth_claims out;
 	char tok[AUTH_TOKEN_MAX + 1];
 
@@ -1776,61 +1915,62 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_hs256_roundtrip),
-		cmocka_unit_test(test_rs256_roundtrip),
-		cmocka_unit_test(test_es256_roundtrip),
-		cmocka_unit_test(test_hs256_matches_openssl_hmac),
-		cmocka_unit_test(test_refresh_typ_and_family),
-		cmocka_unit_test(test_claims_init),
-		cmocka_unit_test(test_ctx_secret_length),
-		cmocka_unit_test(test_ctx_bad_keys),
-		cmocka_unit_test(test_alg_names),
-		cmocka_unit_test(test_alg_none),
-		cmocka_unit_test(test_alg_confusion),
-		cmocka_unit_test(test_alg_mismatch),
-		cmocka_unit_test(test_wrong_secret),
-		cmocka_unit_test(test_wrong_key_rs_es),
-		cmocka_unit_test(test_tampered),
-		cmocka_unit_test(test_forged_payload_swap),
-		cmocka_unit_test(test_expired_and_not_yet),
-		cmocka_unit_test(test_leeway_edges),
-		cmocka_unit_test(test_zero_leeway),
-		cmocka_unit_test(test_wrong_issuer),
-		cmocka_unit_test(test_missing_claims),
-		cmocka_unit_test(test_claim_types),
-		cmocka_unit_test(test_oversized_claims),
-		cmocka_unit_test(test_duplicate_claims),
-		cmocka_unit_test(test_reserved_claims_not_overridable),
-		cmocka_unit_test(test_claims_order),
-		cmocka_unit_test(test_sign_refuses),
-		cmocka_unit_test(test_base64_strict),
-		cmocka_unit_test(test_base64_noncanonical_payload),
-		cmocka_unit_test(test_parts),
-		cmocka_unit_test(test_oversized_token),
-		cmocka_unit_test(test_header_variants),
-		cmocka_unit_test(test_payload_not_object),
-		cmocka_unit_test(test_signature_length),
-		cmocka_unit_test(test_failure_zeroes_claims),
-		cmocka_unit_test(test_error_codes),
-		cmocka_unit_test(test_concurrent_verify),
-		cmocka_unit_test(test_jwks),
-		cmocka_unit_test(test_cache_hit_miss),
-		cmocka_unit_test(test_cache_expiry),
-		cmocka_unit_test(test_cache_forget_jti),
-		cmocka_unit_test(test_cache_collision_never_hits),
-		cmocka_unit_test(test_cache_capacity),
-		cmocka_unit_test(test_cache_eviction_keeps_hot),
-		cmocka_unit_test(test_cache_refuses_odd_puts),
-		cmocka_unit_test(test_cache_forget_races_put),
-		cmocka_unit_test(test_cache_with_verify),
-		cmocka_unit_test(test_password_hash_verify),
-		cmocka_unit_test(test_password_known_vector),
-		cmocka_unit_test(test_password_limits),
-		cmocka_unit_test(test_password_dummy_verify),
-		cmocka_unit_test(test_random_token),
-		cmocka_unit_test(test_random_token_unique),
-		cmocka_unit_test(test_sha256_vectors),
-		cmocka_unit_test(test_openssl_error_queue_clean),
+	    cmocka_unit_test(test_hs256_roundtrip),
+	    cmocka_unit_test(test_rs256_roundtrip),
+	    cmocka_unit_test(test_es256_roundtrip),
+	    cmocka_unit_test(test_hs256_matches_openssl_hmac),
+	    cmocka_unit_test(test_refresh_typ_and_family),
+	    cmocka_unit_test(test_claims_init),
+	    cmocka_unit_test(test_ctx_secret_length),
+	    cmocka_unit_test(test_ctx_bad_keys),
+	    cmocka_unit_test(test_alg_names),
+	    cmocka_unit_test(test_alg_none),
+	    cmocka_unit_test(test_alg_confusion),
+	    cmocka_unit_test(test_alg_mismatch),
+	    cmocka_unit_test(test_wrong_secret),
+	    cmocka_unit_test(test_wrong_key_rs_es),
+	    cmocka_unit_test(test_tampered),
+	    cmocka_unit_test(test_forged_payload_swap),
+	    cmocka_unit_test(test_expired_and_not_yet),
+	    cmocka_unit_test(test_leeway_edges),
+	    cmocka_unit_test(test_zero_leeway),
+	    cmocka_unit_test(test_wrong_issuer),
+	    cmocka_unit_test(test_missing_claims),
+	    cmocka_unit_test(test_claim_types),
+	    cmocka_unit_test(test_oversized_claims),
+	    cmocka_unit_test(test_duplicate_claims),
+	    cmocka_unit_test(test_reserved_claims_not_overridable),
+	    cmocka_unit_test(test_claims_order),
+	    cmocka_unit_test(test_sign_refuses),
+	    cmocka_unit_test(test_base64_strict),
+	    cmocka_unit_test(test_base64_noncanonical_payload),
+	    cmocka_unit_test(test_parts),
+	    cmocka_unit_test(test_oversized_token),
+	    cmocka_unit_test(test_header_variants),
+	    cmocka_unit_test(test_payload_not_object),
+	    cmocka_unit_test(test_payload_json_strict),
+	    cmocka_unit_test(test_signature_length),
+	    cmocka_unit_test(test_failure_zeroes_claims),
+	    cmocka_unit_test(test_error_codes),
+	    cmocka_unit_test(test_concurrent_verify),
+	    cmocka_unit_test(test_jwks),
+	    cmocka_unit_test(test_cache_hit_miss),
+	    cmocka_unit_test(test_cache_expiry),
+	    cmocka_unit_test(test_cache_forget_jti),
+	    cmocka_unit_test(test_cache_collision_never_hits),
+	    cmocka_unit_test(test_cache_capacity),
+	    cmocka_unit_test(test_cache_eviction_keeps_hot),
+	    cmocka_unit_test(test_cache_refuses_odd_puts),
+	    cmocka_unit_test(test_cache_forget_races_put),
+	    cmocka_unit_test(test_cache_with_verify),
+	    cmocka_unit_test(test_password_hash_verify),
+	    cmocka_unit_test(test_password_known_vector),
+	    cmocka_unit_test(test_password_limits),
+	    cmocka_unit_test(test_password_dummy_verify),
+	    cmocka_unit_test(test_random_token),
+	    cmocka_unit_test(test_random_token_unique),
+	    cmocka_unit_test(test_sha256_vectors),
+	    cmocka_unit_test(test_openssl_error_queue_clean),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
