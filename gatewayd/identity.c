@@ -39,6 +39,14 @@ struct block_state {
 };
 
 static pthread_rwlock_t identity_lock = PTHREAD_RWLOCK_INITIALIZER;
+
+/* Request counters per identity (/usage), sharded so that workers rarely share a lock. */
+#define IDENTITY_COUNT_SHARDS 64
+struct count_shard {
+	pthread_mutex_t lock;
+	struct smap map;
+} __attribute__((aligned(64)));
+static struct count_shard counts[IDENTITY_COUNT_SHARDS];
 static struct smap keys, users, revoked, blocks, bans;
 static struct cidr_tree *ip_blocks;
 
@@ -140,6 +148,40 @@ identity_init(void)
 	smap_init(&blocks);
 	smap_init(&bans);
 	ip_blocks = cidr_tree_new();
+	for (int i = 0; i < IDENTITY_COUNT_SHARDS; i++) {
+		pthread_mutex_init(&counts[i].lock, NULL);
+		smap_init(&counts[i].map);
+	}
+}
+
+void
+identity_count(const char *name)
+{
+	struct count_shard *sh = &counts[util_hash64(name, strlen(name)) % IDENTITY_COUNT_SHARDS];
+	uint64_t *v;
+
+	pthread_mutex_lock(&sh->lock);
+	v = smap_get(&sh->map, name);
+	if (v == NULL) {
+		v = xcalloc(1, sizeof(*v));
+		smap_put(&sh->map, name, v);
+	}
+	(*v)++;
+	pthread_mutex_unlock(&sh->lock);
+}
+
+uint64_t
+identity_count_get(const char *name)
+{
+	struct count_shard *sh = &counts[util_hash64(name, strlen(name)) % IDENTITY_COUNT_SHARDS];
+	const uint64_t *v;
+	uint64_t n;
+
+	pthread_mutex_lock(&sh->lock);
+	v = smap_get(&sh->map, name);
+	n = v ? *v : 0;
+	pthread_mutex_unlock(&sh->lock);
+	return n;
 }
 
 void

@@ -54,6 +54,10 @@ struct identity {
 
 void identity_init(void);
 
+/* Counts one request of the identity name; the count since start-up (for /usage). */
+void identity_count(const char *name);
+uint64_t identity_count_get(const char *name);
+
 /* keys */
 void identity_key_put(const struct identity_key *k);
 /* 1 found (copied into out), 0 not. */

@@ -426,6 +426,7 @@ stage_tier_limit(struct exchange *x)
 	if (x->id.kind == IDENTITY_NONE)
 		return STAGE_NEXT;
 	t = identify_tier(x->rt->cfg, &x->id);
+	identity_count(x->id.name);
 	/* the queue serves better tiers first (enterprise ranks highest) */
 	x->qprio = (uint8_t)(t - x->rt->cfg->tiers > 3 ? 3 : t - x->rt->cfg->tiers);
 	ratelimit_check(gw.id_limiter, x->id.name, strlen(x->id.name), &t->rate, x->w->now_ms,
