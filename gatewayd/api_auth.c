@@ -178,6 +178,27 @@ api_auth_blank(const char *buf, size_t len)
 	return 1;
 }
 
+/*
+ * cJSON decodes "\u0000" into a NUL that ends the C string early: "password\u0000x"
+ * would silently become "password". Such bodies are refused instead. An escape is real
+ * when an odd number of backslashes leads to its 'u'.
+ */
+static int
+api_auth_has_nul_escape(const char *buf, size_t len)
+{
+	for (size_t i = 0; i + 6 <= len; i++) {
+		size_t bs = 0;
+
+		if (buf[i] != '\\' || memcmp(buf + i + 1, "u0000", 5) != 0)
+			continue;
+		while (bs <= i && buf[i - bs] == '\\')
+			bs++;
+		if (bs % 2 == 1)
+			return 1;
+	}
+	return 0;
+}
+
 /* The parsed tree keeps a copy of the password: wipe it before the tree is freed. */
 static void
 api_auth_wipe_password(cJSON *o)
@@ -287,6 +308,11 @@ api_auth_parse_body(const char *buf, size_t len, unsigned want, unsigned need,
 		    end > buf + len || !api_auth_blank(end, (size_t)(buf + len - end))) {
 			if (errlen > 0)
 				snprintf(err, errlen, "The body must be a JSON object.");
+			goto out;
+		}
+		if (api_auth_has_nul_escape(buf, len)) {
+			if (errlen > 0)
+				snprintf(err, errlen, "Strings must not contain NUL characters.");
 			goto out;
 		}
 	}
@@ -1421,8 +1447,8 @@ api_usage(struct exchange *x)
 	cJSON_AddNumberToObject(o, "window", (double)(t->rate.period_ms / 1000));
 	cJSON_AddNumberToObject(o, "remaining", (double)res.remaining);
 	cJSON_AddNumberToObject(o, "reset", (double)((res.reset_ms + 999) / 1000));
-	/* no per-identity request counter exists yet (see the report on /usage) */
-	cJSON_AddNumberToObject(o, "total_requests", 0);
+	/* requests through routes since start-up (built-in endpoints are not counted) */
+	cJSON_AddNumberToObject(o, "total_requests", (double)identity_count_get(id->name));
 	cJSON_AddBoolToObject(o, "blocked", blocked);
 	s = cJSON_PrintUnformatted(o);
 	cJSON_Delete(o);
