@@ -311,6 +311,25 @@ class RegisterTest(IdentityCase):
         # the first password still logs in
         self.assertEqual(self.login(email).status, 200)
 
+    def test_concurrent_registrations_of_one_email_make_one_user(self):
+        email = unique_email('race')
+        statuses = []
+        lock = threading.Lock()
+
+        def one():
+            r = gwtest.http_request(self.gw.port, 'POST', '/auth/register',
+                                    {'Content-Type': 'application/json'},
+                                    json.dumps({'email': email, 'password': PASSWORD}).encode())
+            with lock:
+                statuses.append(r.status)
+        threads = [threading.Thread(target=one) for _ in range(5)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        self.assertEqual(sorted(statuses), [201, 409, 409, 409, 409], statuses)
+        self.assertEqual(self.login(email).status, 200)
+
     def test_password_shorter_than_8_is_400(self):
         for pw in ('', 'a', '1234567', 'seven77'):
             with self.subTest(pw=pw):
@@ -443,6 +462,29 @@ class RefreshTest(IdentityCase):
         other = self.login(self.user['email']).json()['refresh_token']
         self.assertEqual(self.refresh(other).status, 200)
 
+    def test_concurrent_use_of_one_refresh_token(self):
+        # a refresh token is spent once: of simultaneous uses at most one gets new tokens
+        results = []
+        lock = threading.Lock()
+
+        def one():
+            r = gwtest.http_request(self.gw.port, 'POST', '/auth/refresh',
+                                    {'Content-Type': 'application/json'},
+                                    json.dumps({'refresh_token':
+                                                self.user['refresh_token']}).encode())
+            with lock:
+                results.append(r)
+        threads = [threading.Thread(target=one) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        ok = [r for r in results if r.status == 200]
+        self.assertLessEqual(len(ok), 1, [r.status for r in results])
+        for r in results:
+            if r.status != 200:
+                self.assertEqual(r.status, 401, r.body)
+
     def test_access_token_is_not_a_refresh_token(self):
         self.assertTokenError(self.refresh(self.user['access_token']), 'invalid_token')
 
@@ -453,6 +495,12 @@ class RefreshTest(IdentityCase):
                 self.assertTokenError(self.refresh(tok))
         # the genuine one was not spent by any of that
         self.assertEqual(self.refresh(self.user['refresh_token']).status, 200)
+
+    def test_expired_refresh_token_is_token_expired(self):
+        c = dict(jwt_claims(self.user['refresh_token']))
+        now = int(time.time())
+        c.update(iat=now - 7200, nbf=now - 7200, exp=now - 3600)
+        self.assertTokenError(self.refresh(jwt_encode(c)), 'token_expired')
 
     def test_missing_or_malformed_body_is_400(self):
         for body in (b'', b'{}', b'[1]', b'{"refresh_token": 1}'):
@@ -636,6 +684,31 @@ class ApiKeyTest(IdentityCase):
         self.assertEqual([i['prefix'] for i in lst], [mine['prefix']])
         self.assertIsNone(lst[0]['expires_at'])
 
+    @gwtest.timeout(30)
+    def test_key_with_expires_in_stops_working(self):
+        r = self.post_json('/auth/api-keys', {'expires_in': 2}, bearer(self.tok))
+        self.assertEqual(r.status, 201, r.body)
+        k = r.json()
+        self.assertEqual(self.get('/key/now', {'X-API-Key': k['api_key']}).status, 200)
+        gwtest.wait_until(lambda: self.get('/key/later', {'X-API-Key': k['api_key']}).status
+                          == 401, timeout=6, interval=0.25, message='the 2s key to expire')
+        self.assertError(self.get('/key/x', {'X-API-Key': k['api_key']}), 401, 'invalid_api_key')
+        lst = self.get('/auth/api-keys', bearer(self.tok)).json()
+        self.assertNotIn(k['prefix'], [i['prefix'] for i in lst])
+
+    def test_credential_precedence(self):
+        # Bearer first, then X-API-Key, then ?api_key=: the first present one decides
+        k = self.create_key(self.tok)['api_key']
+        r = self.get('/any/p1', dict(bearer(self.tok), **{'X-API-Key': 'nope'}))
+        self.assertEqual(r.status, 200, r.body)
+        r = self.get('/any/p2', dict(bearer('garbage'), **{'X-API-Key': k}))
+        self.assertTokenError(r)
+        r = self.get('/any/p3?api_key=nope', {'X-API-Key': k})
+        self.assertEqual(r.status, 200, r.body)
+        self.assertIsNone(r.header('Deprecation'))
+        r = self.get('/any/p4?api_key=' + k, {'X-API-Key': 'nope'})
+        self.assertError(r, 401, 'invalid_api_key')
+
     def test_revoke(self):
         k = self.create_key(self.tok)
         keep = self.create_key(self.tok)
@@ -661,6 +734,9 @@ class ApiKeyTest(IdentityCase):
         self.assertError(r, 404, 'not_found')
         r = self.request('DELETE', '/auth/api-keys/' + k['prefix'])
         self.assertError(r, 401, 'missing_credentials')
+        r = self.request('DELETE', '/auth/api-keys/' + k['prefix'], {'X-API-Key': k['api_key']})
+        self.assertEqual(r.status, 401, r.body)
+        self.assertEqual(self.get('/key/y', {'X-API-Key': k['api_key']}).status, 200)
 
 
 # ---------------------------------------------------------------- /auth/migrate
@@ -1019,7 +1095,7 @@ class RateLimitTest(IdentityCase):
         for i, (p, h) in enumerate(paths):
             r = self.get(p, h)
             self.assertEqual(r.status, 200, r.body)
-            self.assertRateHeaders(r, 5, 4 - i, 60, "free", reset=12 * (i + 1))
+            self.assertRateHeaders(r, 5, 4 - i, 60, 'free', reset=12 * (i + 1))
         # /usage (not counted) carries them too
         r = self.get('/usage', bearer(u['access_token']))
         self.assertRateHeaders(r, 5, 1, 60, 'free', reset=48)
