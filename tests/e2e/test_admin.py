@@ -314,6 +314,38 @@ class UpgradeTierTest(AdminCase):
                          'free')
 
 
+class LegacyKeyAdminTest(AdminCase):
+    """An ownerless key is limited, upgraded and blocked as itself (SPEC section 5)."""
+
+    def test_ownerless_key_upgrade_and_block(self):
+        self.start()
+        u = self.register()
+        legacy = self.plant_legacy_key('free')
+        kh = {'X-API-Key': legacy}
+        r = self.get('/key/1', kh)
+        self.assertEqual(r.status, 200, r.body)
+        self.assertRateHeaders(r, 5, 4, 60, 'free', reset=12)
+        r = self.call_admin('GET', '/admin/users')
+        self.assertEqual(r.status, 200, r.body)
+        self.assertNotIn(legacy.encode(), r.body)
+        self.assertIn(legacy[:12].encode(), r.body)
+        r = self.call_admin('POST', '/admin/upgrade_tier', {'api_key': legacy, 'tier': 'basic'})
+        self.assertEqual(r.status, 200, r.body)
+        r = self.get('/key/2', kh)
+        self.assertEqual(r.status, 200, r.body)
+        self.assertEqual(r.header('RateLimit-Policy'), '"basic";q=20;w=60')
+        self.assertEqual(r.json()['headers'].get('x-user-tier'), 'basic')
+        # no user was touched
+        self.assertEqual(self.get('/auth/me', bearer(u['access_token'])).json()['tier'], 'free')
+        self.assertEqual(self.call_admin('POST', '/admin/block_key',
+                                         {'api_key': legacy}).status, 200)
+        self.assertError(self.get('/key/3', kh), 403, 'blocked')
+        self.assertEqual(self.get('/jwt/u', bearer(u['access_token'])).status, 200)
+        self.assertEqual(self.call_admin('POST', '/admin/unblock_key',
+                                         {'api_key': legacy}).status, 200)
+        self.assertEqual(self.get('/key/4', kh).status, 200)
+
+
 # ---------------------------------------------------------------- key blocks
 
 class BlockKeyTest(AdminCase):

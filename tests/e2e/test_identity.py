@@ -261,6 +261,26 @@ class IdentityCase(gwtest.GatewayTestCase):
     def db_path(self):
         return os.path.join(self.tmp, 'gatewayd.db')
 
+    def plant_legacy_key(self, tier='basic'):
+        """An ownerless (legacy) API key, written into the database with the gateway
+        stopped; the gateway is started again on the same database. Returns the key."""
+        legacy = 'gk_' + os.urandom(32).hex()
+        self.gw.stop()
+        db = sqlite3.connect(self.db_path(), timeout=5)
+        try:
+            cols = [row[1] for row in db.execute('PRAGMA table_info(api_keys)')]
+            if not {'hash', 'prefix', 'tier', 'user_id', 'created_at'} <= set(cols):
+                self.skipTest('unexpected api_keys schema %r: cannot plant a legacy key' % cols)
+            db.execute('INSERT INTO api_keys (hash, prefix, tier, user_id, created_at) '
+                       'VALUES (?, ?, ?, NULL, ?)',
+                       (hashlib.sha256(legacy.encode()).hexdigest(), legacy[:12], tier,
+                        int(time.time())))
+            db.commit()
+        finally:
+            db.close()
+        self.restart_same_db()
+        return legacy
+
 
 # ---------------------------------------------------------------- /auth/register
 
@@ -747,22 +767,8 @@ class MigrateTest(IdentityCase):
     def test_legacy_key_migrates_to_a_user(self):
         self.start()
         self.register()  # the database exists and has a user
-        legacy = 'gk_' + os.urandom(32).hex()
+        legacy = self.plant_legacy_key('basic')
         prefix = legacy[:12]
-        self.gw.stop()
-        db = sqlite3.connect(self.db_path(), timeout=5)
-        try:
-            cols = [row[1] for row in db.execute('PRAGMA table_info(api_keys)')]
-            if 'hash' not in cols or 'user_id' not in cols:
-                self.skipTest('unexpected api_keys schema %r: cannot plant a legacy key' % cols)
-            db.execute('INSERT INTO api_keys (hash, prefix, tier, user_id, created_at) '
-                       'VALUES (?, ?, ?, NULL, ?)',
-                       (hashlib.sha256(legacy.encode()).hexdigest(), prefix, 'basic',
-                        int(time.time())))
-            db.commit()
-        finally:
-            db.close()
-        self.restart_same_db()
 
         # an ownerless key works and is limited as itself, at its tier
         for i in range(3):
