@@ -2018,8 +2018,11 @@ auth_password_verify(const char *password, const char *hash)
 		auth_password_dummy_verify(password);
 		return 0;
 	}
-	if (auth_bcrypt(password, hash, out, sizeof out) != 0 || strlen(out) != AUTH_BCRYPT_LEN)
+	if (auth_bcrypt(password, hash, out, sizeof out) != 0 || strlen(out) != AUTH_BCRYPT_LEN) {
+		/* crypt refuses a bad salt before doing any work: pay for it here */
+		auth_password_dummy_verify(password);
 		return 0;
+	}
 	return CRYPTO_memcmp(out, hash, AUTH_BCRYPT_LEN) == 0;
 }
 
