@@ -970,7 +970,7 @@ class RouteAuthTest(IdentityCase):
         self.key = self.create_key(self.tok)['api_key']
 
     def test_jwt_route(self):
-        j = self.assertError(self.get('/jwt/x'), 401, 'missing_credentials')
+        self.assertError(self.get('/jwt/x'), 401, 'missing_credentials')
         self.assertTrue((self.get('/jwt/x').header('WWW-Authenticate') or '').startswith('Bearer'))
         self.assertEqual(self.get('/jwt/x', {'X-API-Key': self.key}).status, 401)
         r = self.get('/jwt/x', bearer(self.tok))
