@@ -13,6 +13,7 @@
 #include "identity.h"
 #include "jobs.h"
 #include "proxy.h"
+#include "ratelimit.h"
 #include "store.h"
 #include "util.h"
 #include "xmalloc.h"
@@ -56,6 +57,9 @@ struct admin_req {
 	char ip[64]; /* the CIDR in canonical text */
 	int limit;
 	char note[64]; /* change_strategy: the new strategy */
+	/* upgrade_tier: the tiers as configured when the request came (for the limiter) */
+	struct config_tier tiers[CONFIG_MAX_TIERS];
+	int ntiers;
 };
 
 /* ---------------------------------------------------------------------------------- */
@@ -638,6 +642,39 @@ api_admin_users(struct exchange *x)
 /* POST /admin/upgrade_tier                                                           */
 /* ---------------------------------------------------------------------------------- */
 
+/* The rate of a tier by name in the request's copy of the tiers (the lowest if unknown). */
+static const struct conf_rate *
+admin_tier_rate(const struct admin_req *a, const char *name)
+{
+	for (int i = 0; i < a->ntiers; i++)
+		if (strcmp(a->tiers[i].name, name) == 0)
+			return &a->tiers[i].rate;
+	return &a->tiers[0].rate;
+}
+
+/*
+ * What the identity used of its quota under the old tier keeps counting under the new
+ * one (5 of free's 5 become 5 of premium's 100), instead of the limiter's state being
+ * read at the new rate.
+ */
+static void
+admin_rescale_quota(const struct admin_req *a, int64_t uid, const char *key_hash,
+                    const char *old_tier)
+{
+	char name[80];
+
+	if (gw.id_limiter == NULL || a->ntiers == 0)
+		return;
+	if (uid > 0)
+		snprintf(name, sizeof(name), "u:%lld", (long long)uid);
+	else if (key_hash != NULL)
+		snprintf(name, sizeof(name), "k:%.12s", key_hash);
+	else
+		return;
+	ratelimit_rescale(gw.id_limiter, name, strlen(name), admin_tier_rate(a, old_tier),
+	                  admin_tier_rate(a, a->tier), util_now_ms());
+}
+
 /*
  * A key's new tier. When a user owns the key, the user's tier is what its limit counts
  * (identify.c), so the user and all of its keys move together; an ownerless key moves
@@ -707,6 +744,7 @@ admin_upgrade_run(struct job *j, struct store *st)
 		util_strlcpy(iu.role, u.role, sizeof(iu.role));
 		identity_user_put(&iu);
 	}
+	admin_rescale_quota(a, uid, have_key ? k.hash : NULL, old_tier);
 	log_info("admin %s: %s tier %s -> %s (%zu keys)", a->actor, target, old_tier, a->tier,
 	         ks.n);
 	o = cJSON_CreateObject();
@@ -766,6 +804,8 @@ api_admin_upgrade_tier(struct exchange *x)
 	}
 	/* the configured spelling, which is what the limiter looks up */
 	util_strlcpy(a->tier, cfg->tiers[idx].name, sizeof(a->tier));
+	memcpy(a->tiers, cfg->tiers, sizeof(a->tiers));
+	a->ntiers = cfg->ntiers;
 	cJSON_Delete(body);
 	admin_submit(x, a, admin_upgrade_run);
 	return;

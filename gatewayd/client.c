@@ -41,6 +41,8 @@ exchange_reset(struct exchange *x)
 	memset((char *)x + off, 0, offsetof(struct exchange, req_extra) - off);
 	free(x->heap);
 	x->heap = NULL;
+	free(x->line_heap);
+	x->line_heap = NULL;
 	x->status = 0;
 	x->bytes_out = 0;
 	sendq_reset(&x->cliq);
@@ -90,6 +92,8 @@ client_exchange_release(struct exchange *x)
 	x->c = NULL;
 	free(x->heap);
 	x->heap = NULL;
+	free(x->line_heap);
+	x->line_heap = NULL;
 	if (w->nfree_x >= CLIENT_FREELIST_MAX) {
 		free(x->in.data);
 		free(x->out.data);

@@ -718,6 +718,9 @@ config_dir_route(struct config_parser *p, const struct config_directive *d, char
 	if (config_parse_value(p, d, &config_route_prefix, argv[0], &r) < 0 ||
 	    config_parse_opts(p, d, argv + 1, argc - 1, &r) < 0)
 		return -1;
+	if (r.auth == CONFIG_AUTH_OFF && r.min_tier[0] != '\0')
+		return config_error(p, "route: min_tier= needs an identity, and auth=off never "
+		                       "looks at credentials");
 	/* Accepted by the language, refused until the cache feature lands. */
 	if (r.cache)
 		return config_error(p, "route: cache=on is not supported yet");

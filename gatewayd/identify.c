@@ -7,9 +7,13 @@
 #include "auth.h"
 #include "identify.h"
 #include "identity.h"
+#include "jobs.h"
+#include "log.h"
 #include "proxy.h"
 #include "ratelimit.h"
+#include "store.h"
 #include "util.h"
+#include "xmalloc.h"
 
 /*
  * Credentials to identity (SPEC section 3): the first present of
@@ -126,6 +130,23 @@ identify_jwt(struct exchange *x, const char *tok, size_t len)
 	return 1;
 }
 
+#define IDENTIFY_TOUCH_EVERY_S 60
+
+struct identify_touch {
+	char hash[65];
+	int64_t at;
+};
+
+/* Pool thread: the key's last_used, written at most once a minute. */
+static void
+identify_touch_key(struct store *st, void *arg)
+{
+	const struct identify_touch *t = arg;
+
+	if (st != NULL && store_key_touch(st, t->hash, t->at) != 0)
+		log_warnx("last_used of a key not written: %s", store_error(st));
+}
+
 static int
 identify_key(struct exchange *x, const char *key, size_t len)
 {
@@ -141,6 +162,12 @@ identify_key(struct exchange *x, const char *key, size_t len)
 	    (k.expires_at != 0 && k.expires_at <= identify_now())) {
 		respond_error(x, 401, "invalid_api_key", "The API key is not valid.", NULL, NULL);
 		return 0;
+	}
+	if (identity_touch_due(k.hash, identify_now(), IDENTIFY_TOUCH_EVERY_S)) {
+		struct identify_touch *t = xmalloc(sizeof(*t));
+		util_strlcpy(t->hash, k.hash, sizeof(t->hash));
+		t->at = identify_now();
+		jobs_detached(identify_touch_key, t, free);
 	}
 	x->id.kind = IDENTITY_KEY;
 	x->id.user_id = k.user_id;

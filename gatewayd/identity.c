@@ -47,6 +47,8 @@ struct count_shard {
 	struct smap map;
 } __attribute__((aligned(64)));
 static struct count_shard counts[IDENTITY_COUNT_SHARDS];
+/* when each key's last_used was last written (identity_touch_due) */
+static struct count_shard touches[IDENTITY_COUNT_SHARDS];
 static struct smap keys, users, revoked, blocks, bans;
 static struct cidr_tree *ip_blocks;
 
@@ -151,6 +153,8 @@ identity_init(void)
 	for (int i = 0; i < IDENTITY_COUNT_SHARDS; i++) {
 		pthread_mutex_init(&counts[i].lock, NULL);
 		smap_init(&counts[i].map);
+		pthread_mutex_init(&touches[i].lock, NULL);
+		smap_init(&touches[i].map);
 	}
 }
 
@@ -168,6 +172,27 @@ identity_count(const char *name)
 	}
 	(*v)++;
 	pthread_mutex_unlock(&sh->lock);
+}
+
+int
+identity_touch_due(const char *hash, int64_t now, int64_t every)
+{
+	struct count_shard *sh = &touches[util_hash64(hash, strlen(hash)) % IDENTITY_COUNT_SHARDS];
+	int64_t *v;
+	int due = 0;
+
+	pthread_mutex_lock(&sh->lock);
+	v = smap_get(&sh->map, hash);
+	if (v == NULL) {
+		v = xcalloc(1, sizeof(*v));
+		smap_put(&sh->map, hash, v);
+	}
+	if (now - *v >= every) {
+		*v = now;
+		due = 1;
+	}
+	pthread_mutex_unlock(&sh->lock);
+	return due;
 }
 
 uint64_t

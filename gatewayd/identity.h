@@ -57,6 +57,9 @@ void identity_init(void);
 /* Counts one request of the identity name; the count since start-up (for /usage). */
 void identity_count(const char *name);
 uint64_t identity_count_get(const char *name);
+/* 1 (and remembers now) when key hash's last_used was not written in the last `every`
+ * seconds: last_used is kept to the minute without a database write per request. */
+int identity_touch_due(const char *hash, int64_t now, int64_t every);
 
 /* keys */
 void identity_key_put(const struct identity_key *k);

@@ -558,6 +558,41 @@ proxy_queue_body(struct exchange *x)
 	return 0;
 }
 
+/*
+ * The request line with the api_key parameter taken out of the query, in x->line_heap
+ * (freed with the exchange). Returns its length.
+ */
+static size_t
+proxy_line_without_key(struct exchange *x)
+{
+	const struct http_msg *m = &x->req;
+	const char *buf = x->in.data;
+	const char *q = x->path + x->path_len, *end = buf + m->target_off + m->target_len;
+	size_t cap = m->first_line_len + 16, off;
+	char *o;
+	char sep = '?';
+
+	free(x->line_heap);
+	o = x->line_heap = xmalloc(cap);
+	off = (size_t)snprintf(o, cap, "%.*s %.*s", m->method_len, buf + m->method_off,
+			       (int)x->path_len, x->path);
+	if (q < end)
+		q++; /* '?' */
+	while (q < end) {
+		const char *amp = memchr(q, '&', (size_t)(end - q));
+		const char *e = amp ? amp : end;
+		if (!(e - q >= 8 && memcmp(q, "api_key=", 8) == 0) && e > q) {
+			o[off++] = sep;
+			memcpy(o + off, q, (size_t)(e - q));
+			off += (size_t)(e - q);
+			sep = '&';
+		}
+		q = e + (amp != NULL);
+	}
+	off += (size_t)snprintf(o + off, cap - off, " HTTP/1.%d\r\n", m->version_minor);
+	return off;
+}
+
 static int
 proxy_build_request(struct exchange *x)
 {
@@ -567,7 +602,12 @@ proxy_build_request(struct exchange *x)
 	int elen;
 
 	sendq_reset(&x->upq);
-	if (buf[m->target_off] != '/' && m->method != HTTP_M_OPTIONS) {
+	if (x->id.via_query && x->route != NULL && x->route->auth != CONFIG_AUTH_OFF &&
+	    !x->route->forward_auth) {
+		/* the legacy ?api_key= is a credential: not forwarded (SPEC section 3) */
+		size_t n = proxy_line_without_key(x);
+		sendq_add(&x->upq, x->line_heap, n);
+	} else if (buf[m->target_off] != '/' && m->method != HTTP_M_OPTIONS) {
 		/* absolute-form: backends get origin-form */
 		const char *t = buf + m->target_off;
 		const char *slash = memchr(t + 8 < t + m->target_len ? t + 8 : t, '/',

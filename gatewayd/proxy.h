@@ -98,6 +98,7 @@ struct exchange {
 	struct sendq cliq;  /* to the client */
 	void (*body_handler)(struct exchange *); /* runs when X_BODY completes */
 	char *heap;         /* a local response body too large for `out` (freed at reset) */
+	char *line_heap;    /* a rewritten request line (freed at reset) */
 	int status;         /* status sent to the client, for stats */
 	uint64_t bytes_out;
 };

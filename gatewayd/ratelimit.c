@@ -423,6 +423,37 @@ ratelimit_peek(struct ratelimit *rl, const void *key, size_t keylen, const struc
 	ratelimit_fill(&g, tat <= now || tat - now <= g.tau, tat, now, out);
 }
 
+void
+ratelimit_rescale(struct ratelimit *rl, const void *key, size_t keylen,
+                  const struct conf_rate *from, const struct conf_rate *to, uint64_t now_ms)
+{
+	struct ratelimit_gcra a, b;
+	uint64_t h, now, tat;
+	struct ratelimit_slot *s;
+
+	if (ratelimit_gcra_of(from, &a) == -1 || ratelimit_gcra_of(to, &b) == -1)
+		return;
+	now = ratelimit_sat_mul(now_ms, RATELIMIT_NS_PER_MS);
+	h = ratelimit_hash(key, keylen);
+	s = ratelimit_find(rl, ratelimit_shard_of(rl, h), h);
+	if (s == NULL)
+		return;
+	tat = atomic_load_explicit(&s->tat, memory_order_acquire);
+	for (;;) {
+		uint64_t used, fresh;
+
+		if (tat == RATELIMIT_BUSY || tat <= now ||
+		    atomic_load_explicit(&s->key, memory_order_relaxed) != h)
+			return;
+		/* the requests already counted, (tat - now) / t_old, priced at t_new */
+		used = tat - now;
+		fresh = ratelimit_sat_add(now, (uint64_t)((double)used * (double)b.t / (double)a.t));
+		if (atomic_compare_exchange_weak_explicit(&s->tat, &tat, fresh, memory_order_acq_rel,
+		                                          memory_order_acquire))
+			return;
+	}
+}
+
 size_t
 ratelimit_expire(struct ratelimit *rl, uint64_t now_ms)
 {

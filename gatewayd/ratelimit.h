@@ -41,6 +41,13 @@ int ratelimit_check_us(struct ratelimit *rl, const void *key, size_t keylen,
 /* Reads the state of key without consuming (for /usage). */
 void ratelimit_peek(struct ratelimit *rl, const void *key, size_t keylen,
 		    const struct conf_rate *rate, uint64_t now_ms, struct ratelimit_result *out);
+/*
+ * The limit of key changes from `from` to `to` (a tier upgrade): the requests it has
+ * already used in the window keep counting, priced at the new rate, instead of the old
+ * state being read as if it had been kept at the new rate.
+ */
+void ratelimit_rescale(struct ratelimit *rl, const void *key, size_t keylen,
+		       const struct conf_rate *from, const struct conf_rate *to, uint64_t now_ms);
 /* Forgets every key whose quota is full again; returns how many were dropped. */
 size_t ratelimit_expire(struct ratelimit *rl, uint64_t now_ms);
 /* Live entries (approximate under concurrency). */

@@ -17,22 +17,25 @@ respond_head(struct exchange *x, int status, size_t body_len, const char *ctype,
 	     const char *extra)
 {
 	char *o = x->out.data;
-	char idh[512];
+	char idh[512], framing[96] = "";
 	int n;
 
 	if (atomic_load_explicit(&gw.draining, memory_order_relaxed))
 		x->close_client = 1;
+	/* 204 and 304 carry no body and no body headers (RFC 9110 8.6, 15.3.5) */
+	if (status != 204 && status != 304)
+		snprintf(framing, sizeof(framing), "Content-Type: %s\r\nContent-Length: %zu\r\n",
+			 ctype, body_len);
 	n = snprintf(o, x->out.cap,
 		     "HTTP/1.1 %d %s\r\n"
-		     "Content-Type: %s\r\n"
-		     "Content-Length: %zu\r\n"
+		     "%s"
 		     "Cache-Control: no-store\r\n"
 		     "%s%.*s%s"
 		     "%s"
 		     "%.*s"
 		     "%s"
 		     "\r\n",
-		     status, http_status_reason(status), ctype, body_len,
+		     status, http_status_reason(status), framing,
 		     x->request_id_len ? "X-Request-Id: " : "", (int)x->request_id_len,
 		     x->request_id, x->request_id_len ? "\r\n" : "", extra ? extra : "",
 		     (int)identify_response_headers(x, idh, sizeof(idh)), idh, x->close_client ? "Connection: close\r\n"
@@ -50,8 +53,10 @@ respond_json(struct exchange *x, int status, const char *json, size_t len, const
 
 	/* An unread request body is skipped by client_exchange_done when it is all in
 	 * the buffer; otherwise the connection closes after this response. */
-	hl = respond_head(x, status, x->req.method == HTTP_M_HEAD ? 0 : len, "application/json",
-			  extra);
+	if (status == 204 || status == 304)
+		len = 0;
+	/* HEAD: the length the GET would have, and no body */
+	hl = respond_head(x, status, len, "application/json", extra);
 	if (hl < 0) {
 		x->close_client = 1;
 		hl = snprintf(x->out.data, x->out.cap,

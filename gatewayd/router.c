@@ -60,7 +60,7 @@ static const struct builtin router_builtins[] = {
 	{"/auth/login", 0, HTTP_M_POST, 1, BI_OPEN, api_auth_login},
 	{"/auth/refresh", 0, HTTP_M_POST, 1, BI_OPEN, api_auth_refresh},
 	{"/auth/migrate", 0, HTTP_M_POST, 1, BI_OPEN, api_auth_migrate},
-	{"/auth/logout", 0, HTTP_M_POST, 0, BI_JWT, api_auth_logout},
+	{"/auth/logout", 0, HTTP_M_POST, 1, BI_JWT, api_auth_logout},
 	{"/auth/me", 0, HTTP_M_GET, 0, BI_JWT, api_auth_me},
 	{"/auth/api-keys", 0, HTTP_M_POST, 1, BI_JWT, api_auth_keys_create},
 	{"/auth/api-keys", 0, HTTP_M_GET, 0, BI_JWT, api_auth_keys_list},
@@ -299,6 +299,17 @@ router_builtin_matches(const struct exchange *x, const struct builtin *bi)
 	return x->path_len == plen && memcmp(x->path, bi->path, plen) == 0;
 }
 
+static enum stage_result
+stage_identity_block(struct exchange *x);
+
+/* Built-in endpoints that identify the caller honour its blocks and bans too: a blocked
+ * key must not rotate itself into an unblocked one. 0 when it answered. */
+static int
+router_identify_builtin(struct exchange *x, enum identify_need need)
+{
+	return identify_request(x, need) && stage_identity_block(x) == STAGE_NEXT;
+}
+
 /* "Allow: GET, HEAD, POST\r\n" for the built-in endpoint at x's path (a 405). */
 static const char *
 router_allow_header(struct exchange *x)
@@ -330,9 +341,9 @@ router_builtin_allowed(struct exchange *x, const struct builtin *bi)
 {
 	switch (bi->auth) {
 	case BI_JWT:
-		return identify_request(x, IDENTIFY_JWT);
+		return router_identify_builtin(x, IDENTIFY_JWT);
 	case BI_CREDENTIAL:
-		return identify_request(x, IDENTIFY_ANY);
+		return router_identify_builtin(x, IDENTIFY_ANY);
 	case BI_ADMIN:
 		return router_admin_check(x);
 	default:
