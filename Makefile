@@ -29,7 +29,7 @@ FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BIN := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
 DEPS_STAMP := $(BUILD)/.deps-ok
 
-.PHONY: all deps test unit e2e fuzz fuzz-build fuzz-long asan asan-test run install clean format lint
+.PHONY: all deps test unit micro e2e fuzz fuzz-build fuzz-long asan asan-test run install clean format lint
 
 all: $(BIN)/gatewayd $(BIN)/mockbackend
 
@@ -63,6 +63,15 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libgw.a
 		$(LDLIBS) -lcmocka
 
 unit: $(UNIT_BIN)
+
+# Microbenchmarks (per-call cost of a limiter decision, a JWT check, ...): `make micro`.
+MICRO_BIN := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/micro_*.c))
+$(BUILD)/bench/%: bench/%.c $(BUILD)/libgw.a
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Wno-missing-prototypes -Wno-missing-declarations -o $@ $^ $(LDLIBS)
+
+micro: $(MICRO_BIN)
+	@for b in $(MICRO_BIN); do echo "== $$b"; $$b; done
 
 # Everything: unit tests, end-to-end tests against the real binaries, a short run of
 # every fuzzer. Ends with the one line "tests: N passed, M failed".
