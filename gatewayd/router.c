@@ -302,12 +302,34 @@ router_builtin_matches(const struct exchange *x, const struct builtin *bi)
 static enum stage_result
 stage_identity_block(struct exchange *x);
 
+/*
+ * The rate-limit headers go on every response to an identified request (SPEC section
+ * 5), also those that are not counted (built-in endpoints, blocks, bans): the state is
+ * read without consuming.
+ */
+static void
+router_rate_peek(struct exchange *x)
+{
+	const struct config_tier *t;
+	struct ratelimit_result res;
+
+	if (x->id.kind == IDENTITY_NONE || x->rl_set)
+		return;
+	t = identify_tier(x->rt->cfg, &x->id);
+	ratelimit_peek(gw.id_limiter, x->id.name, strlen(x->id.name), &t->rate, x->w->now_ms,
+		       &res);
+	identify_rate_info(x, &res, &t->rate);
+}
+
 /* Built-in endpoints that identify the caller honour its blocks and bans too: a blocked
  * key must not rotate itself into an unblocked one. 0 when it answered. */
 static int
 router_identify_builtin(struct exchange *x, enum identify_need need)
 {
-	return identify_request(x, need) && stage_identity_block(x) == STAGE_NEXT;
+	if (!identify_request(x, need))
+		return 0;
+	router_rate_peek(x);
+	return stage_identity_block(x) == STAGE_NEXT;
 }
 
 /* "Allow: GET, HEAD, POST\r\n" for the built-in endpoint at x's path (a 405). */
@@ -416,11 +438,13 @@ stage_identity_block(struct exchange *x)
 	snprintf(uid, sizeof(uid), "%lld", (long long)id->user_id);
 	if ((id->kind == IDENTITY_KEY && identity_blocked("key", id->key_hash, now)) ||
 	    (id->user_id > 0 && identity_blocked("user", uid, now))) {
+		router_rate_peek(x);
 		respond_error(x, 403, "blocked", "This client is blocked.", NULL, NULL);
 		return STAGE_DONE;
 	}
 	if ((left = identity_banned(id->name, now)) > 0) {
 		const struct config_tier *t = identify_tier(x->rt->cfg, id);
+		router_rate_peek(x);
 		worker_counter_add(&x->w->st_banned, 1);
 		router_respond_banned(x, t->name, &t->rate, left);
 		return STAGE_DONE;
