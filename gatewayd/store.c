@@ -299,29 +299,73 @@ store_done(sqlite3_stmt *s)
 	sqlite3_clear_bindings(s);
 }
 
-static int
-store_bind_text(struct store *st, sqlite3_stmt *s, int idx, const char *v, const char *what)
-{
-	int rc = sqlite3_bind_text(s, idx, v, -1, SQLITE_STATIC);
+/*
+ * A value bound to a statement parameter: text (bound SQLITE_STATIC, so it must outlive
+ * the statement's use, which store_done ends), a 64-bit integer, or an owner id (0 is
+ * bound as NULL, no owner, so that the foreign key accepts it). A list of values is an
+ * array ending with STORE_END; its values are bound as ?1, ?2, ...
+ */
+enum store_val_type { STORE_VAL_END, STORE_VAL_TEXT, STORE_VAL_INT, STORE_VAL_OWNER };
 
-	return rc == SQLITE_OK ? 0 : store_fail(st, what, rc);
+struct store_val {
+	enum store_val_type type;
+	const char *text;
+	int64_t num;
+};
+
+#define STORE_END                                                                                  \
+	{                                                                                          \
+		STORE_VAL_END, NULL, 0                                                             \
+	}
+
+static inline struct store_val
+store_text(const char *v)
+{
+	return (struct store_val){STORE_VAL_TEXT, v, 0};
+}
+
+static inline struct store_val
+store_int(int64_t v)
+{
+	return (struct store_val){STORE_VAL_INT, NULL, v};
+}
+
+static inline struct store_val
+store_owner(int64_t user_id)
+{
+	return (struct store_val){STORE_VAL_OWNER, NULL, user_id};
 }
 
 static int
-store_bind_int(struct store *st, sqlite3_stmt *s, int idx, int64_t v, const char *what)
+store_bind(sqlite3_stmt *s, int idx, const struct store_val *v)
 {
-	int rc = sqlite3_bind_int64(s, idx, v);
-
-	return rc == SQLITE_OK ? 0 : store_fail(st, what, rc);
+	if (v->type == STORE_VAL_TEXT)
+		return sqlite3_bind_text(s, idx, v->text, -1, SQLITE_STATIC);
+	if (v->type == STORE_VAL_OWNER && v->num == 0)
+		return sqlite3_bind_null(s, idx);
+	return sqlite3_bind_int64(s, idx, v->num);
 }
 
-/* An owner id: 0 is bound as NULL (no owner), so that the foreign key accepts it. */
-static int
-store_bind_owner(struct store *st, sqlite3_stmt *s, int idx, int64_t user_id, const char *what)
+/* The cached statement id with vals bound. NULL on failure (message set, statement
+ * left clean). */
+static sqlite3_stmt *
+store_prepare(struct store *st, enum store_stmt_id id, const char *what,
+              const struct store_val *vals)
 {
-	int rc = user_id == 0 ? sqlite3_bind_null(s, idx) : sqlite3_bind_int64(s, idx, user_id);
+	sqlite3_stmt *s = store_stmt(st, id, what);
 
-	return rc == SQLITE_OK ? 0 : store_fail(st, what, rc);
+	if (s == NULL)
+		return NULL;
+	for (int i = 0; vals[i].type != STORE_VAL_END; i++) {
+		int rc = store_bind(s, i + 1, &vals[i]);
+
+		if (rc != SQLITE_OK) {
+			store_fail(st, what, rc);
+			store_done(s);
+			return NULL;
+		}
+	}
+	return s;
 }
 
 /*
@@ -439,6 +483,67 @@ store_get_one(struct store *st, sqlite3_stmt *s, const char *what, store_emit_fn
 	}
 	store_done(s);
 	return ret;
+}
+
+/*
+ * Statement id run with vals bound, one helper per kind of result. Each resets the
+ * statement in every case.
+ */
+
+/* A statement that returns no rows: 0 with *changes set (when not NULL), STORE_EXISTS on
+ * a uniqueness violation, -1. */
+static int
+store_write(struct store *st, enum store_stmt_id id, const char *what, const struct store_val *vals,
+            int *changes)
+{
+	sqlite3_stmt *s = store_prepare(st, id, what, vals);
+
+	return s == NULL ? -1 : store_step_write(st, s, what, changes);
+}
+
+/* A write with no outcome worth telling apart: 0 or -1. */
+static int
+store_write_ok(struct store *st, enum store_stmt_id id, const char *what,
+               const struct store_val *vals)
+{
+	return store_write(st, id, what, vals, NULL) == 0 ? 0 : -1;
+}
+
+/* UPDATE/DELETE of one row by key: 0, STORE_NOTFOUND when no row matched, -1. */
+static int
+store_update(struct store *st, enum store_stmt_id id, const char *what,
+             const struct store_val *vals)
+{
+	int changes = 0;
+	int ret = store_write(st, id, what, vals, &changes);
+
+	if (ret == STORE_EXISTS)
+		return -1; /* no update of ours changes a unique column */
+	if (ret == 0 && changes == 0) {
+		store_failx(st, "%s: not found", what);
+		return STORE_NOTFOUND;
+	}
+	return ret;
+}
+
+/* At most one row, decoded by emit into out: 0 found, STORE_NOTFOUND, -1. */
+static int
+store_read(struct store *st, enum store_stmt_id id, const char *what, const struct store_val *vals,
+           store_emit_fn emit, void *out)
+{
+	sqlite3_stmt *s = store_prepare(st, id, what, vals);
+
+	return s == NULL ? -1 : store_get_one(st, s, what, emit, out);
+}
+
+/* Every row, handed to emit: 0 or -1. */
+static int
+store_list(struct store *st, enum store_stmt_id id, const char *what, const struct store_val *vals,
+           store_emit_fn emit, void *ctx)
+{
+	sqlite3_stmt *s = store_prepare(st, id, what, vals);
+
+	return s == NULL ? -1 : store_walk(st, s, what, emit, ctx);
 }
 
 /* --- opening and migrations ------------------------------------------------------------ */
@@ -869,26 +974,18 @@ store_test_cap_size(struct store *st)
 
 /* --- transactions ---------------------------------------------------------------------- */
 
-static int
-store_simple(struct store *st, enum store_stmt_id id, const char *what)
-{
-	sqlite3_stmt *s = store_stmt(st, id, what);
-
-	if (s == NULL)
-		return -1;
-	return store_step_write(st, s, what, NULL) == 0 ? 0 : -1;
-}
+static const struct store_val store_none[] = {STORE_END};
 
 int
 store_begin(struct store *st)
 {
-	return store_simple(st, ST_BEGIN, "store_begin");
+	return store_write_ok(st, ST_BEGIN, "store_begin", store_none);
 }
 
 int
 store_commit(struct store *st)
 {
-	return store_simple(st, ST_COMMIT, "store_commit");
+	return store_write_ok(st, ST_COMMIT, "store_commit", store_none);
 }
 
 int
@@ -897,7 +994,7 @@ store_rollback(struct store *st)
 	/* A failed statement (a full disk, say) may already have rolled everything back. */
 	if (sqlite3_get_autocommit(st->db))
 		return 0;
-	return store_simple(st, ST_ROLLBACK, "store_rollback");
+	return store_write_ok(st, ST_ROLLBACK, "store_rollback", store_none);
 }
 
 /* --- users ----------------------------------------------------------------------------- */
@@ -938,7 +1035,6 @@ store_user_create(struct store *st, const char *email, const char *pwhash, const
 	static const char what[] = "store_user_create";
 	char lower[STORE_EMAIL_MAX];
 	int64_t now = store_now();
-	sqlite3_stmt *s;
 	int ret;
 
 	if (store_arg(st, what, "email", email, STORE_EMAIL_MAX, 0) < 0 ||
@@ -946,18 +1042,11 @@ store_user_create(struct store *st, const char *email, const char *pwhash, const
 	    store_arg(st, what, "tier", tier, STORE_TIER_MAX, 0) < 0 ||
 	    store_arg(st, what, "role", role, STORE_ROLE_MAX, 0) < 0)
 		return -1;
-	if ((s = store_stmt(st, ST_USER_INSERT, what)) == NULL)
-		return -1;
 	store_lower(lower, email, sizeof(lower));
-	if (store_bind_text(st, s, 1, lower, what) < 0 ||
-	    store_bind_text(st, s, 2, pwhash, what) < 0 ||
-	    store_bind_text(st, s, 3, tier, what) < 0 ||
-	    store_bind_text(st, s, 4, role, what) < 0 || store_bind_int(st, s, 5, now, what) < 0) {
-		store_done(s);
-		return -1;
-	}
+	const struct store_val vals[] = {store_text(lower), store_text(pwhash), store_text(tier),
+	                                 store_text(role),  store_int(now),     STORE_END};
 	/* last_insert_rowid is per connection, so no other thread's insert can interleave. */
-	ret = store_step_write(st, s, what, NULL);
+	ret = store_write(st, ST_USER_INSERT, what, vals, NULL);
 	if (ret == STORE_EXISTS)
 		store_failx(st, "%s: email %s is taken", what, lower);
 	if (ret == 0 && out != NULL) {
@@ -977,66 +1066,31 @@ store_user_by_email(struct store *st, const char *email, struct store_user *out)
 {
 	static const char what[] = "store_user_by_email";
 	char lower[STORE_EMAIL_MAX];
-	sqlite3_stmt *s;
 
 	if (store_arg(st, what, "email", email, STORE_EMAIL_MAX, 0) < 0)
 		return -1;
-	if ((s = store_stmt(st, ST_USER_BY_EMAIL, what)) == NULL)
-		return -1;
 	store_lower(lower, email, sizeof(lower));
-	if (store_bind_text(st, s, 1, lower, what) < 0) {
-		store_done(s);
-		return -1;
-	}
-	return store_get_one(st, s, what, store_emit_user_row, out);
+	const struct store_val vals[] = {store_text(lower), STORE_END};
+	return store_read(st, ST_USER_BY_EMAIL, what, vals, store_emit_user_row, out);
 }
 
 int
 store_user_by_id(struct store *st, int64_t id, struct store_user *out)
 {
-	static const char what[] = "store_user_by_id";
-	sqlite3_stmt *s;
+	const struct store_val vals[] = {store_int(id), STORE_END};
 
-	if ((s = store_stmt(st, ST_USER_BY_ID, what)) == NULL)
-		return -1;
-	if (store_bind_int(st, s, 1, id, what) < 0) {
-		store_done(s);
-		return -1;
-	}
-	return store_get_one(st, s, what, store_emit_user_row, out);
-}
-
-/* UPDATE/DELETE of one row by key: 0, STORE_NOTFOUND when no row matched, -1. */
-static int
-store_update_one(struct store *st, sqlite3_stmt *s, const char *what)
-{
-	int changes = 0;
-	int ret = store_step_write(st, s, what, &changes);
-
-	if (ret == STORE_EXISTS)
-		return -1; /* no update of ours changes a unique column */
-	if (ret == 0 && changes == 0) {
-		store_failx(st, "%s: not found", what);
-		return STORE_NOTFOUND;
-	}
-	return ret;
+	return store_read(st, ST_USER_BY_ID, "store_user_by_id", vals, store_emit_user_row, out);
 }
 
 static int
 store_user_set(struct store *st, enum store_stmt_id id, int64_t user_id, const char *name,
                const char *v, size_t size, const char *what)
 {
-	sqlite3_stmt *s;
+	const struct store_val vals[] = {store_int(user_id), store_text(v), STORE_END};
 
 	if (store_arg(st, what, name, v, size, 0) < 0)
 		return -1;
-	if ((s = store_stmt(st, id, what)) == NULL)
-		return -1;
-	if (store_bind_int(st, s, 1, user_id, what) < 0 || store_bind_text(st, s, 2, v, what) < 0) {
-		store_done(s);
-		return -1;
-	}
-	return store_update_one(st, s, what);
+	return store_update(st, id, what, vals);
 }
 
 int
@@ -1072,13 +1126,9 @@ store_emit_user(struct store *st, sqlite3_stmt *s, void *ctx, const char *what)
 int
 store_user_list(struct store *st, store_user_fn fn, void *arg)
 {
-	static const char what[] = "store_user_list";
 	struct store_user_walk w = {fn, arg};
-	sqlite3_stmt *s = store_stmt(st, ST_USER_LIST, what);
 
-	if (s == NULL)
-		return -1;
-	return store_walk(st, s, what, store_emit_user, &w);
+	return store_list(st, ST_USER_LIST, "store_user_list", store_none, store_emit_user, &w);
 }
 
 /* --- API keys -------------------------------------------------------------------------- */
@@ -1121,177 +1171,117 @@ int
 store_key_create(struct store *st, const struct store_key *k)
 {
 	static const char what[] = "store_key_create";
-	sqlite3_stmt *s;
+	const struct store_val vals[] = {
+	    store_text(k->hash),
+	    store_text(k->prefix),
+	    store_text(k->tier),
+	    store_owner(k->user_id),
+	    store_int(k->created_at != 0 ? k->created_at : store_now()),
+	    store_int(k->last_used),
+	    store_int(k->expires_at),
+	    store_int(k->revoked != 0),
+	    STORE_END,
+	};
 	int ret;
 
 	if (store_arg(st, what, "hash", k->hash, STORE_HASH_MAX, 0) < 0 ||
 	    store_arg(st, what, "prefix", k->prefix, STORE_PREFIX_MAX, 0) < 0 ||
 	    store_arg(st, what, "tier", k->tier, STORE_TIER_MAX, 0) < 0)
 		return -1;
-	if ((s = store_stmt(st, ST_KEY_INSERT, what)) == NULL)
-		return -1;
-	if (store_bind_text(st, s, 1, k->hash, what) < 0 ||
-	    store_bind_text(st, s, 2, k->prefix, what) < 0 ||
-	    store_bind_text(st, s, 3, k->tier, what) < 0 ||
-	    store_bind_owner(st, s, 4, k->user_id, what) < 0 ||
-	    store_bind_int(st, s, 5, k->created_at != 0 ? k->created_at : store_now(), what) < 0 ||
-	    store_bind_int(st, s, 6, k->last_used, what) < 0 ||
-	    store_bind_int(st, s, 7, k->expires_at, what) < 0 ||
-	    store_bind_int(st, s, 8, k->revoked != 0, what) < 0) {
-		store_done(s);
-		return -1;
-	}
-	ret = store_step_write(st, s, what, NULL);
+	ret = store_write(st, ST_KEY_INSERT, what, vals, NULL);
 	if (ret == STORE_EXISTS)
 		store_failx(st, "%s: a key with this hash exists", what);
 	return ret;
 }
 
-/* Prepares a statement whose ?1 is a key hash. NULL on failure. */
-static sqlite3_stmt *
-store_key_stmt(struct store *st, enum store_stmt_id id, const char *hash, const char *what)
+/* Statement id on the key hash (?1) and at most one more value (?2): a result of
+ * store_update, or of store_write_ok when only_ok. */
+static int
+store_key_write(struct store *st, enum store_stmt_id id, const char *hash, struct store_val v2,
+                int only_ok, const char *what)
 {
-	sqlite3_stmt *s;
+	const struct store_val vals[] = {store_text(hash), v2, STORE_END};
 
 	if (store_arg(st, what, "hash", hash, STORE_HASH_MAX, 0) < 0)
-		return NULL;
-	if ((s = store_stmt(st, id, what)) == NULL)
-		return NULL;
-	if (store_bind_text(st, s, 1, hash, what) < 0) {
-		store_done(s);
-		return NULL;
-	}
-	return s;
+		return -1;
+	return only_ok ? store_write_ok(st, id, what, vals) : store_update(st, id, what, vals);
 }
 
 int
 store_key_by_hash(struct store *st, const char *hash, struct store_key *out)
 {
 	static const char what[] = "store_key_by_hash";
-	sqlite3_stmt *s = store_key_stmt(st, ST_KEY_BY_HASH, hash, what);
+	const struct store_val vals[] = {store_text(hash), STORE_END};
 
-	if (s == NULL)
+	if (store_arg(st, what, "hash", hash, STORE_HASH_MAX, 0) < 0)
 		return -1;
-	return store_get_one(st, s, what, store_emit_key_row, out);
+	return store_read(st, ST_KEY_BY_HASH, what, vals, store_emit_key_row, out);
 }
 
 int
 store_key_by_prefix(struct store *st, int64_t user_id, const char *prefix, struct store_key *out)
 {
 	static const char what[] = "store_key_by_prefix";
-	sqlite3_stmt *s;
+	const struct store_val vals[] = {store_owner(user_id), store_text(prefix), STORE_END};
 
 	if (store_arg(st, what, "prefix", prefix, STORE_PREFIX_MAX, 0) < 0)
 		return -1;
-	if ((s = store_stmt(st, ST_KEY_BY_PREFIX, what)) == NULL)
-		return -1;
-	if (store_bind_owner(st, s, 1, user_id, what) < 0 ||
-	    store_bind_text(st, s, 2, prefix, what) < 0) {
-		store_done(s);
-		return -1;
-	}
-	return store_get_one(st, s, what, store_emit_key_row, out);
+	return store_read(st, ST_KEY_BY_PREFIX, what, vals, store_emit_key_row, out);
 }
 
 int
 store_key_list_user(struct store *st, int64_t user_id, store_key_fn fn, void *arg)
 {
-	static const char what[] = "store_key_list_user";
+	const struct store_val vals[] = {store_owner(user_id), STORE_END};
 	struct store_key_walk w = {fn, arg};
-	sqlite3_stmt *s = store_stmt(st, ST_KEY_LIST_USER, what);
 
-	if (s == NULL)
-		return -1;
-	if (store_bind_owner(st, s, 1, user_id, what) < 0) {
-		store_done(s);
-		return -1;
-	}
-	return store_walk(st, s, what, store_emit_key, &w);
+	return store_list(st, ST_KEY_LIST_USER, "store_key_list_user", vals, store_emit_key, &w);
 }
 
 int
 store_key_all(struct store *st, store_key_fn fn, void *arg)
 {
-	static const char what[] = "store_key_all";
 	struct store_key_walk w = {fn, arg};
-	sqlite3_stmt *s = store_stmt(st, ST_KEY_ALL, what);
 
-	if (s == NULL)
-		return -1;
-	return store_walk(st, s, what, store_emit_key, &w);
+	return store_list(st, ST_KEY_ALL, "store_key_all", store_none, store_emit_key, &w);
 }
 
 int
 store_key_set_expiry(struct store *st, const char *hash, int64_t expires_at)
 {
-	static const char what[] = "store_key_set_expiry";
-	sqlite3_stmt *s = store_key_stmt(st, ST_KEY_SET_EXPIRY, hash, what);
-
-	if (s == NULL)
-		return -1;
-	if (store_bind_int(st, s, 2, expires_at, what) < 0) {
-		store_done(s);
-		return -1;
-	}
-	return store_update_one(st, s, what);
+	return store_key_write(st, ST_KEY_SET_EXPIRY, hash, store_int(expires_at), 0,
+	                       "store_key_set_expiry");
 }
 
 int
 store_key_revoke(struct store *st, const char *hash)
 {
-	static const char what[] = "store_key_revoke";
-	sqlite3_stmt *s = store_key_stmt(st, ST_KEY_REVOKE, hash, what);
+	const struct store_val end = STORE_END;
 
-	if (s == NULL)
-		return -1;
-	return store_update_one(st, s, what);
+	return store_key_write(st, ST_KEY_REVOKE, hash, end, 0, "store_key_revoke");
 }
 
 int
 store_key_set_tier(struct store *st, const char *hash, const char *tier)
 {
 	static const char what[] = "store_key_set_tier";
-	sqlite3_stmt *s;
 
 	if (store_arg(st, what, "tier", tier, STORE_TIER_MAX, 0) < 0)
 		return -1;
-	if ((s = store_key_stmt(st, ST_KEY_SET_TIER, hash, what)) == NULL)
-		return -1;
-	if (store_bind_text(st, s, 2, tier, what) < 0) {
-		store_done(s);
-		return -1;
-	}
-	return store_update_one(st, s, what);
+	return store_key_write(st, ST_KEY_SET_TIER, hash, store_text(tier), 0, what);
 }
 
 int
 store_key_set_owner(struct store *st, const char *hash, int64_t user_id)
 {
-	static const char what[] = "store_key_set_owner";
-	sqlite3_stmt *s = store_key_stmt(st, ST_KEY_SET_OWNER, hash, what);
-
-	if (s == NULL)
-		return -1;
-	if (store_bind_owner(st, s, 2, user_id, what) < 0) {
-		store_done(s);
-		return -1;
-	}
-	return store_update_one(st, s, what);
+	return store_key_write(st, ST_KEY_SET_OWNER, hash, store_owner(user_id), 0,
+	                       "store_key_set_owner");
 }
 
 int
 store_key_touch(struct store *st, const char *hash, int64_t last_used)
 {
-	static const char what[] = "store_key_touch";
-	sqlite3_stmt *s = store_key_stmt(st, ST_KEY_TOUCH, hash, what);
-
-	if (s == NULL)
-		return -1;
-	if (store_bind_int(st, s, 2, last_used, what) < 0) {
-		store_done(s);
-		return -1;
-	}
-	return store_step_write(st, s, what, NULL) == 0 ? 0 : -1;
+	return store_key_write(st, ST_KEY_TOUCH, hash, store_int(last_used), 1, "store_key_touch");
 }
 
 /* --- refresh tokens -------------------------------------------------------------------- */
@@ -1301,21 +1291,13 @@ store_refresh_create(struct store *st, const char *jti, const char *family, int6
                      int64_t expires_at)
 {
 	static const char what[] = "store_refresh_create";
-	sqlite3_stmt *s;
+	const struct store_val vals[] = {store_text(jti), store_text(family), store_int(user_id),
+	                                 store_int(expires_at), STORE_END};
 
 	if (store_arg(st, what, "jti", jti, STORE_JTI_MAX, 0) < 0 ||
 	    store_arg(st, what, "family", family, STORE_JTI_MAX, 0) < 0)
 		return -1;
-	if ((s = store_stmt(st, ST_REFRESH_INSERT, what)) == NULL)
-		return -1;
-	if (store_bind_text(st, s, 1, jti, what) < 0 ||
-	    store_bind_text(st, s, 2, family, what) < 0 ||
-	    store_bind_int(st, s, 3, user_id, what) < 0 ||
-	    store_bind_int(st, s, 4, expires_at, what) < 0) {
-		store_done(s);
-		return -1;
-	}
-	return store_step_write(st, s, what, NULL);
+	return store_write(st, ST_REFRESH_INSERT, what, vals, NULL);
 }
 
 static int
@@ -1338,43 +1320,30 @@ int
 store_refresh_get(struct store *st, const char *jti, struct store_refresh *out)
 {
 	static const char what[] = "store_refresh_get";
-	sqlite3_stmt *s;
+	const struct store_val vals[] = {store_text(jti), STORE_END};
 
 	if (store_arg(st, what, "jti", jti, STORE_JTI_MAX, 0) < 0)
 		return -1;
-	if ((s = store_stmt(st, ST_REFRESH_GET, what)) == NULL)
-		return -1;
-	if (store_bind_text(st, s, 1, jti, what) < 0) {
-		store_done(s);
-		return -1;
-	}
-	return store_get_one(st, s, what, store_emit_refresh_row, out);
+	return store_read(st, ST_REFRESH_GET, what, vals, store_emit_refresh_row, out);
 }
 
 int
 store_refresh_mark_used(struct store *st, const char *jti)
 {
 	static const char what[] = "store_refresh_mark_used";
+	const struct store_val vals[] = {store_text(jti), STORE_END};
 	struct store_refresh r;
-	sqlite3_stmt *s;
 	int changes = 0, ret;
 
 	if (store_arg(st, what, "jti", jti, STORE_JTI_MAX, 0) < 0)
 		return -1;
-	if ((s = store_stmt(st, ST_REFRESH_MARK, what)) == NULL)
-		return -1;
-	if (store_bind_text(st, s, 1, jti, what) < 0) {
-		store_done(s);
-		return -1;
-	}
 	/*
 	 * The claim is the conditional UPDATE itself: SQLite serialises writers, so of two
 	 * rotations racing on one token exactly one sees used = 0 and changes one row.
 	 * Reading first and writing after would let both pass. When nothing changed, the read
 	 * below only tells "already used/revoked" from "no such token".
 	 */
-	ret = store_step_write(st, s, what, &changes);
-	if (ret != 0)
+	if (store_write(st, ST_REFRESH_MARK, what, vals, &changes) != 0)
 		return -1;
 	if (changes == 1)
 		return 0;
@@ -1390,17 +1359,11 @@ int
 store_family_revoke(struct store *st, const char *family)
 {
 	static const char what[] = "store_family_revoke";
-	sqlite3_stmt *s;
+	const struct store_val vals[] = {store_text(family), STORE_END};
 
 	if (store_arg(st, what, "family", family, STORE_JTI_MAX, 0) < 0)
 		return -1;
-	if ((s = store_stmt(st, ST_FAMILY_REVOKE, what)) == NULL)
-		return -1;
-	if (store_bind_text(st, s, 1, family, what) < 0) {
-		store_done(s);
-		return -1;
-	}
-	return store_step_write(st, s, what, NULL) == 0 ? 0 : -1;
+	return store_write_ok(st, ST_FAMILY_REVOKE, what, vals);
 }
 
 /* --- revocations ----------------------------------------------------------------------- */
@@ -1409,18 +1372,11 @@ int
 store_revoke_jti(struct store *st, const char *jti, int64_t expires_at)
 {
 	static const char what[] = "store_revoke_jti";
-	sqlite3_stmt *s;
+	const struct store_val vals[] = {store_text(jti), store_int(expires_at), STORE_END};
 
 	if (store_arg(st, what, "jti", jti, STORE_JTI_MAX, 0) < 0)
 		return -1;
-	if ((s = store_stmt(st, ST_REVOKE_INSERT, what)) == NULL)
-		return -1;
-	if (store_bind_text(st, s, 1, jti, what) < 0 ||
-	    store_bind_int(st, s, 2, expires_at, what) < 0) {
-		store_done(s);
-		return -1;
-	}
-	return store_step_write(st, s, what, NULL) == 0 ? 0 : -1;
+	return store_write_ok(st, ST_REVOKE_INSERT, what, vals);
 }
 
 struct store_revocation_walk {
@@ -1441,20 +1397,14 @@ store_emit_revocation(struct store *st, sqlite3_stmt *s, void *ctx, const char *
 	return w->fn(&r, w->arg) != 0;
 }
 
-/* Binds now as ?1 and walks. */
+/* Walks statement id with now bound as ?1. */
 static int
-store_walk_now(struct store *st, enum store_stmt_id id, int64_t now, const char *what,
+store_list_now(struct store *st, enum store_stmt_id id, int64_t now, const char *what,
                store_emit_fn emit, void *ctx)
 {
-	sqlite3_stmt *s = store_stmt(st, id, what);
+	const struct store_val vals[] = {store_int(now), STORE_END};
 
-	if (s == NULL)
-		return -1;
-	if (store_bind_int(st, s, 1, now, what) < 0) {
-		store_done(s);
-		return -1;
-	}
-	return store_walk(st, s, what, emit, ctx);
+	return store_list(st, id, what, vals, emit, ctx);
 }
 
 int
@@ -1462,7 +1412,7 @@ store_revocations_all(struct store *st, int64_t now, store_revocation_fn fn, voi
 {
 	struct store_revocation_walk w = {fn, arg};
 
-	return store_walk_now(st, ST_REVOCATIONS_ALL, now, "store_revocations_all",
+	return store_list_now(st, ST_REVOCATIONS_ALL, now, "store_revocations_all",
 	                      store_emit_revocation, &w);
 }
 
@@ -1470,15 +1420,9 @@ store_revocations_all(struct store *st, int64_t now, store_revocation_fn fn, voi
 static int
 store_delete_now(struct store *st, enum store_stmt_id id, int64_t now, const char *what)
 {
-	sqlite3_stmt *s = store_stmt(st, id, what);
+	const struct store_val vals[] = {store_int(now), STORE_END};
 
-	if (s == NULL)
-		return -1;
-	if (store_bind_int(st, s, 1, now, what) < 0) {
-		store_done(s);
-		return -1;
-	}
-	return store_step_write(st, s, what, NULL) == 0 ? 0 : -1;
+	return store_write_ok(st, id, what, vals);
 }
 
 int
@@ -1525,52 +1469,39 @@ store_kind_ok(struct store *st, const char *what, const char *kind, const char *
 	return store_failx(st, "%s: unknown kind \"%.32s\" (%s or %s)", what, kind, a, b);
 }
 
-/* Binds kind and value as ?1 ?2 on statement id after checking them. NULL on failure. */
-static sqlite3_stmt *
-store_kv_stmt(struct store *st, enum store_stmt_id id, int is_block, const char *kind,
-              const char *value, const char *what)
+/*
+ * Statement id on a block (is_block) or ban kind and value (?1, ?2) after checking them,
+ * then up to two more values (STORE_END for none): a result of store_update, or of
+ * store_write_ok when only_ok.
+ */
+static int
+store_kv_write(struct store *st, enum store_stmt_id id, int is_block, const char *kind,
+               const char *value, struct store_val v3, struct store_val v4, int only_ok,
+               const char *what)
 {
-	sqlite3_stmt *s;
+	const struct store_val vals[] = {store_text(kind), store_text(value), v3, v4, STORE_END};
 
 	if ((is_block ? store_kind_ok(st, what, kind, "key", "user", "ip")
 	              : store_kind_ok(st, what, kind, "identity", "ip", NULL)) < 0 ||
 	    store_arg(st, what, "value", value, STORE_VALUE_MAX, 0) < 0)
-		return NULL;
-	if ((s = store_stmt(st, id, what)) == NULL)
-		return NULL;
-	if (store_bind_text(st, s, 1, kind, what) < 0 ||
-	    store_bind_text(st, s, 2, value, what) < 0) {
-		store_done(s);
-		return NULL;
-	}
-	return s;
+		return -1;
+	return only_ok ? store_write_ok(st, id, what, vals) : store_update(st, id, what, vals);
 }
 
 int
 store_block_set(struct store *st, const char *kind, const char *value, int64_t until)
 {
-	static const char what[] = "store_block_set";
-	sqlite3_stmt *s = store_kv_stmt(st, ST_BLOCK_SET, 1, kind, value, what);
-
-	if (s == NULL)
-		return -1;
-	if (store_bind_int(st, s, 3, until, what) < 0 ||
-	    store_bind_int(st, s, 4, store_now(), what) < 0) {
-		store_done(s);
-		return -1;
-	}
-	return store_step_write(st, s, what, NULL) == 0 ? 0 : -1;
+	return store_kv_write(st, ST_BLOCK_SET, 1, kind, value, store_int(until),
+	                      store_int(store_now()), 1, "store_block_set");
 }
 
 int
 store_block_remove(struct store *st, const char *kind, const char *value)
 {
-	static const char what[] = "store_block_remove";
-	sqlite3_stmt *s = store_kv_stmt(st, ST_BLOCK_REMOVE, 1, kind, value, what);
+	const struct store_val end = STORE_END;
 
-	if (s == NULL)
-		return -1;
-	return store_update_one(st, s, what);
+	return store_kv_write(st, ST_BLOCK_REMOVE, 1, kind, value, end, end, 0,
+	                      "store_block_remove");
 }
 
 struct store_block_walk {
@@ -1598,34 +1529,22 @@ store_blocks_all(struct store *st, int64_t now, store_block_fn fn, void *arg)
 {
 	struct store_block_walk w = {fn, arg};
 
-	return store_walk_now(st, ST_BLOCKS_ALL, now, "store_blocks_all", store_emit_block, &w);
+	return store_list_now(st, ST_BLOCKS_ALL, now, "store_blocks_all", store_emit_block, &w);
 }
 
 int
 store_ban_set(struct store *st, const char *kind, const char *value, int64_t until, int level)
 {
-	static const char what[] = "store_ban_set";
-	sqlite3_stmt *s = store_kv_stmt(st, ST_BAN_SET, 0, kind, value, what);
-
-	if (s == NULL)
-		return -1;
-	if (store_bind_int(st, s, 3, until, what) < 0 ||
-	    store_bind_int(st, s, 4, level, what) < 0) {
-		store_done(s);
-		return -1;
-	}
-	return store_step_write(st, s, what, NULL) == 0 ? 0 : -1;
+	return store_kv_write(st, ST_BAN_SET, 0, kind, value, store_int(until), store_int(level), 1,
+	                      "store_ban_set");
 }
 
 int
 store_ban_remove(struct store *st, const char *kind, const char *value)
 {
-	static const char what[] = "store_ban_remove";
-	sqlite3_stmt *s = store_kv_stmt(st, ST_BAN_REMOVE, 0, kind, value, what);
+	const struct store_val end = STORE_END;
 
-	if (s == NULL)
-		return -1;
-	return store_update_one(st, s, what);
+	return store_kv_write(st, ST_BAN_REMOVE, 0, kind, value, end, end, 0, "store_ban_remove");
 }
 
 struct store_ban_walk {
@@ -1653,7 +1572,7 @@ store_bans_all(struct store *st, int64_t now, store_ban_fn fn, void *arg)
 {
 	struct store_ban_walk w = {fn, arg};
 
-	return store_walk_now(st, ST_BANS_ALL, now, "store_bans_all", store_emit_ban, &w);
+	return store_list_now(st, ST_BANS_ALL, now, "store_bans_all", store_emit_ban, &w);
 }
 
 /* --- audit log ------------------------------------------------------------------------- */
@@ -1665,23 +1584,16 @@ store_audit(struct store *st, const char *actor, const char *action, const char 
 	static const char what[] = "store_audit";
 	const char *t = target != NULL ? target : "";
 	const char *d = detail_json != NULL ? detail_json : "";
-	sqlite3_stmt *s;
+	const struct store_val vals[] = {store_int(store_now()), store_text(actor),
+	                                 store_text(action),     store_text(t),
+	                                 store_text(d),          STORE_END};
 
 	if (store_arg(st, what, "actor", actor, STORE_ACTOR_MAX, 0) < 0 ||
 	    store_arg(st, what, "action", action, STORE_ACTION_MAX, 0) < 0 ||
 	    store_arg(st, what, "target", t, STORE_TARGET_MAX, 1) < 0 ||
 	    store_arg(st, what, "detail", d, STORE_DETAIL_MAX, 1) < 0)
 		return -1;
-	if ((s = store_stmt(st, ST_AUDIT_INSERT, what)) == NULL)
-		return -1;
-	if (store_bind_int(st, s, 1, store_now(), what) < 0 ||
-	    store_bind_text(st, s, 2, actor, what) < 0 ||
-	    store_bind_text(st, s, 3, action, what) < 0 || store_bind_text(st, s, 4, t, what) < 0 ||
-	    store_bind_text(st, s, 5, d, what) < 0) {
-		store_done(s);
-		return -1;
-	}
-	return store_step_write(st, s, what, NULL) == 0 ? 0 : -1;
+	return store_write_ok(st, ST_AUDIT_INSERT, what, vals);
 }
 
 struct store_audit_walk {
@@ -1712,7 +1624,7 @@ store_audit_list(struct store *st, int limit, store_audit_fn fn, void *arg)
 {
 	struct store_audit_walk w = {fn, arg};
 
-	return store_walk_now(st, ST_AUDIT_LIST, limit > 0 ? limit : -1, "store_audit_list",
+	return store_list_now(st, ST_AUDIT_LIST, limit > 0 ? limit : -1, "store_audit_list",
 	                      store_emit_audit, &w);
 }
 
@@ -1735,41 +1647,28 @@ int
 store_setting_get(struct store *st, const char *name, char *buf, size_t len)
 {
 	static const char what[] = "store_setting_get";
+	const struct store_val vals[] = {store_text(name), STORE_END};
 	struct store_setting_buf b = {buf, len};
-	sqlite3_stmt *s;
 
 	if (buf == NULL || len == 0)
 		return store_failx(st, "%s: no buffer", what);
 	buf[0] = '\0';
 	if (store_arg(st, what, "name", name, STORE_VALUE_MAX, 0) < 0)
 		return -1;
-	if ((s = store_stmt(st, ST_SETTING_GET, what)) == NULL)
-		return -1;
-	if (store_bind_text(st, s, 1, name, what) < 0) {
-		store_done(s);
-		return -1;
-	}
-	return store_get_one(st, s, what, store_emit_setting, &b);
+	return store_read(st, ST_SETTING_GET, what, vals, store_emit_setting, &b);
 }
 
 static int
 store_setting_write(struct store *st, enum store_stmt_id id, const char *name, const char *value,
                     const char *what)
 {
-	sqlite3_stmt *s;
+	const struct store_val vals[] = {store_text(name), store_text(value), STORE_END};
 
 	if (store_arg(st, what, "name", name, STORE_VALUE_MAX, 0) < 0)
 		return -1;
 	if (value == NULL)
 		return store_failx(st, "%s: value is missing", what);
-	if ((s = store_stmt(st, id, what)) == NULL)
-		return -1;
-	if (store_bind_text(st, s, 1, name, what) < 0 ||
-	    store_bind_text(st, s, 2, value, what) < 0) {
-		store_done(s);
-		return -1;
-	}
-	return store_step_write(st, s, what, NULL) == 0 ? 0 : -1;
+	return store_write_ok(st, id, what, vals);
 }
 
 int
