@@ -54,6 +54,7 @@ static const struct builtin router_builtins[] = {
 	{"/health", 0, HTTP_M_GET, 0, BI_OPEN, api_health},
 	{"/ready", 0, HTTP_M_GET, 0, BI_OPEN, api_ready},
 	{"/stats", 0, HTTP_M_GET, 0, BI_OPEN, api_stats},
+	{"/metrics", 0, HTTP_M_GET, 0, BI_OPEN, api_metrics},
 	{"/.well-known/jwks.json", 0, HTTP_M_GET, 0, BI_OPEN, api_auth_jwks},
 	{"/usage", 0, HTTP_M_GET, 0, BI_CREDENTIAL, api_usage},
 	{"/auth/register", 0, HTTP_M_POST, 1, BI_OPEN, api_auth_register},
@@ -302,6 +303,19 @@ router_builtin_matches(const struct exchange *x, const struct builtin *bi)
 static enum stage_result
 stage_identity_block(struct exchange *x);
 
+/* 1 when an admin blocked the caller's key or user. */
+static int
+router_identity_blocked(const struct exchange *x)
+{
+	const struct identity *id = &x->id;
+	int64_t now = (int64_t)time(NULL);
+	char uid[32];
+
+	snprintf(uid, sizeof(uid), "%lld", (long long)id->user_id);
+	return (id->kind == IDENTITY_KEY && identity_blocked("key", id->key_hash, now)) ||
+	       (id->user_id > 0 && identity_blocked("user", uid, now));
+}
+
 /*
  * The rate-limit headers go on every response to an identified request (SPEC section
  * 5), also those that are not counted (built-in endpoints, blocks, bans): the state is
@@ -321,15 +335,23 @@ router_rate_peek(struct exchange *x)
 	identify_rate_info(x, &res, &t->rate);
 }
 
-/* Built-in endpoints that identify the caller honour its blocks and bans too: a blocked
- * key must not rotate itself into an unblocked one. 0 when it answered. */
+/*
+ * Built-in endpoints that identify the caller honour its admin blocks too: a blocked key
+ * must not rotate itself into an unblocked one. Progressive bans are about traffic to the
+ * backends, which these endpoints do not count, so a banned user can still see its keys
+ * and usage. 0 when it answered.
+ */
 static int
 router_identify_builtin(struct exchange *x, enum identify_need need)
 {
 	if (!identify_request(x, need))
 		return 0;
 	router_rate_peek(x);
-	return stage_identity_block(x) == STAGE_NEXT;
+	if (router_identity_blocked(x)) {
+		respond_error(x, 403, "blocked", "This client is blocked.", NULL, NULL);
+		return 0;
+	}
+	return 1;
 }
 
 /* "Allow: GET, HEAD, POST\r\n" for the built-in endpoint at x's path (a 405). */
@@ -431,13 +453,10 @@ stage_identity_block(struct exchange *x)
 {
 	const struct identity *id = &x->id;
 	int64_t now = (int64_t)time(NULL), left;
-	char uid[32];
 
 	if (id->kind == IDENTITY_NONE)
 		return STAGE_NEXT;
-	snprintf(uid, sizeof(uid), "%lld", (long long)id->user_id);
-	if ((id->kind == IDENTITY_KEY && identity_blocked("key", id->key_hash, now)) ||
-	    (id->user_id > 0 && identity_blocked("user", uid, now))) {
+	if (router_identity_blocked(x)) {
 		router_rate_peek(x);
 		respond_error(x, 403, "blocked", "This client is blocked.", NULL, NULL);
 		return STAGE_DONE;
@@ -469,9 +488,11 @@ stage_tier_limit(struct exchange *x)
 	identify_rate_info(x, &res, &t->rate);
 	if (res.allowed) {
 		worker_counter_add(&x->w->st_tier_allowed, 1);
+		metrics_ratelimit(x->w, t->name, 1);
 		return STAGE_NEXT;
 	}
 	worker_counter_add(&x->w->st_tier_rejected, 1);
+	metrics_ratelimit(x->w, t->name, 0);
 	router_ban_account(x, x->id.name, &t->rate);
 	respond_rate_limited(x, "rate_limited", t->name, t->rate.count, t->rate.period_ms / 1000,
 			     res.retry_after_ms);
