@@ -444,13 +444,7 @@ admin_identity_key_put(const struct store_key *k)
 {
 	struct identity_key ik;
 
-	memset(&ik, 0, sizeof(ik));
-	util_strlcpy(ik.hash, k->hash, sizeof(ik.hash));
-	util_strlcpy(ik.prefix, k->prefix, sizeof(ik.prefix));
-	util_strlcpy(ik.tier, k->tier, sizeof(ik.tier));
-	ik.user_id = k->user_id;
-	ik.expires_at = k->expires_at;
-	ik.revoked = k->revoked;
+	identity_key_from_store(&ik, k);
 	identity_key_put(&ik);
 }
 

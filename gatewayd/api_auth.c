@@ -468,10 +468,7 @@ api_auth_user_publish(const struct store_user *u)
 {
 	struct identity_user iu;
 
-	memset(&iu, 0, sizeof(iu));
-	iu.id = u->id;
-	util_strlcpy(iu.tier, u->tier, sizeof(iu.tier));
-	util_strlcpy(iu.role, u->role, sizeof(iu.role));
+	identity_user_from_store(&iu, u);
 	identity_user_put(&iu);
 }
 
@@ -480,13 +477,7 @@ api_auth_key_publish(const struct store_key *k)
 {
 	struct identity_key ik;
 
-	memset(&ik, 0, sizeof(ik));
-	util_strlcpy(ik.hash, k->hash, sizeof(ik.hash));
-	util_strlcpy(ik.prefix, k->prefix, sizeof(ik.prefix));
-	util_strlcpy(ik.tier, k->tier, sizeof(ik.tier));
-	ik.user_id = k->user_id;
-	ik.expires_at = k->expires_at;
-	ik.revoked = k->revoked;
+	identity_key_from_store(&ik, k);
 	identity_key_put(&ik);
 }
 

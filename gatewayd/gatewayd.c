@@ -45,14 +45,9 @@ static struct event_base *main_base;
 static int
 gatewayd_load_key(const struct store_key *k, void *arg)
 {
-	struct identity_key ik = {0};
+	struct identity_key ik;
 
-	util_strlcpy(ik.hash, k->hash, sizeof(ik.hash));
-	util_strlcpy(ik.prefix, k->prefix, sizeof(ik.prefix));
-	util_strlcpy(ik.tier, k->tier, sizeof(ik.tier));
-	ik.user_id = k->user_id;
-	ik.expires_at = k->expires_at;
-	ik.revoked = k->revoked;
+	identity_key_from_store(&ik, k);
 	identity_key_put(&ik);
 	(*(int *)arg)++;
 	return 0;
@@ -61,11 +56,9 @@ gatewayd_load_key(const struct store_key *k, void *arg)
 static int
 gatewayd_load_user(const struct store_user *u, void *arg)
 {
-	struct identity_user iu = {0};
+	struct identity_user iu;
 
-	iu.id = u->id;
-	util_strlcpy(iu.tier, u->tier, sizeof(iu.tier));
-	util_strlcpy(iu.role, u->role, sizeof(iu.role));
+	identity_user_from_store(&iu, u);
 	identity_user_put(&iu);
 	(*(int *)arg)++;
 	return 0;

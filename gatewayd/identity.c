@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "identity.h"
+#include "store.h"
 #include "util.h"
 #include "xmalloc.h"
 
@@ -210,6 +211,27 @@ identity_count_get(const char *name)
 }
 
 void
+identity_key_from_store(struct identity_key *out, const struct store_key *k)
+{
+	memset(out, 0, sizeof(*out));
+	util_strlcpy(out->hash, k->hash, sizeof(out->hash));
+	util_strlcpy(out->prefix, k->prefix, sizeof(out->prefix));
+	util_strlcpy(out->tier, k->tier, sizeof(out->tier));
+	out->user_id = k->user_id;
+	out->expires_at = k->expires_at;
+	out->revoked = k->revoked;
+}
+
+void
+identity_user_from_store(struct identity_user *out, const struct store_user *u)
+{
+	memset(out, 0, sizeof(*out));
+	out->id = u->id;
+	util_strlcpy(out->tier, u->tier, sizeof(out->tier));
+	util_strlcpy(out->role, u->role, sizeof(out->role));
+}
+
+void
 identity_key_put(const struct identity_key *k)
 {
 	struct identity_key *v = xmalloc(sizeof(*v));
@@ -375,7 +397,7 @@ identity_blocked_ip(const uint8_t addr[16], int64_t now)
 
 int64_t
 identity_ban_reject(const char *name, int64_t now, uint64_t window_s, uint64_t threshold,
-		    uint64_t base_s, uint64_t multiplier, uint64_t max_s, int *level)
+                    uint64_t base_s, uint64_t multiplier, uint64_t max_s, int *level)
 {
 	struct ban_state *b;
 	int64_t len = 0;

@@ -39,7 +39,7 @@ enum identity_kind { IDENTITY_NONE, IDENTITY_USER, IDENTITY_KEY };
 
 struct identity {
 	uint8_t kind;
-	uint8_t via_query;   /* ?api_key=: answered with Deprecation: true */
+	uint8_t via_query; /* ?api_key=: answered with Deprecation: true */
 	uint8_t via_jwt;
 	int64_t user_id;
 	char sub[64]; /* the user as the token names it (the user id in decimal for ours) */
@@ -60,6 +60,13 @@ uint64_t identity_count_get(const char *name);
 /* 1 (and remembers now) when key hash's last_used was not written in the last `every`
  * seconds: last_used is kept to the minute without a database write per request. */
 int identity_touch_due(const char *hash, int64_t now, int64_t every);
+
+struct store_key;
+struct store_user;
+
+/* The hot path's copy of a stored key or user (what the tables keep of the row). */
+void identity_key_from_store(struct identity_key *out, const struct store_key *k);
+void identity_user_from_store(struct identity_user *out, const struct store_user *u);
 
 /* keys */
 void identity_key_put(const struct identity_key *k);
@@ -93,7 +100,7 @@ int identity_blocked_ip(const uint8_t addr[16], int64_t now);
  * caller can persist it.
  */
 int64_t identity_ban_reject(const char *name, int64_t now, uint64_t window_s, uint64_t threshold,
-			    uint64_t base_s, uint64_t multiplier, uint64_t max_s, int *level);
+                            uint64_t base_s, uint64_t multiplier, uint64_t max_s, int *level);
 /* Seconds of ban left for name (0: not banned). */
 int64_t identity_banned(const char *name, int64_t now);
 void identity_ban_set(const char *name, int64_t until, int level);
