@@ -78,12 +78,18 @@ micro: $(MICRO_BIN)
 test: all $(UNIT_BIN)
 	@sh tests/run.sh
 
-# libFuzzer targets, built with clang and ASan+UBSan against their own copy of the sources.
-FUZZ_CFLAGS := -std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE \
+# libFuzzer targets, built with clang and ASan+UBSan. The sources are compiled once into
+# build/fuzzobj (instrumented for coverage, no main) and every fuzzer links against them.
+FUZZ_CFLAGS := -std=gnu11 -g -O1 -fsanitize=address,undefined -D_GNU_SOURCE \
 	-Ishared -Igatewayd $(PKG_CFLAGS)
-$(BUILD)/fuzz/%: tests/fuzz/%.c $(SHARED_SRC) $(GW_SRC) | $(DEPS_STAMP)
+FUZZ_OBJ := $(patsubst %.c,$(BUILD)/fuzzobj/%.o,$(SHARED_SRC) $(GW_SRC))
+$(BUILD)/fuzzobj/%.o: %.c | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
-	clang $(FUZZ_CFLAGS) -o $@ $< $(SHARED_SRC) $(GW_SRC) $(LDLIBS)
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(FUZZ_OBJ)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $^ $(LDLIBS)
 
 fuzz-build: $(FUZZ_BIN)
 
