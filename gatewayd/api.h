@@ -24,6 +24,9 @@ void api_health(struct exchange *x);
 void api_ready(struct exchange *x);
 void api_stats(struct exchange *x);
 
+/* metrics.c */
+void api_metrics(struct exchange *x); /* GET /metrics, Prometheus text 0.0.4 */
+
 /* api_admin.c (admin) */
 void api_change_strategy(struct exchange *x);
 void api_admin_users(struct exchange *x);

@@ -100,6 +100,7 @@ identify_jwt(struct exchange *x, const char *tok, size_t len)
 	}
 	if (!identify_header_safe(cl.sub) || !identify_header_safe(cl.tier)) {
 		/* both go into headers to the backend: no control bytes, ever */
+		worker_counter_add(&x->w->st_jwt_invalid, 1);
 		respond_error(x, 401, "invalid_token", "The token's claims are not valid.",
 			      identify_www_invalid, NULL);
 		return 0;

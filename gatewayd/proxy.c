@@ -1341,6 +1341,7 @@ proxy_finish(struct exchange *x)
 	if (x->u != NULL && x->short_read && !x->u->hup)
 		x->u->readable = 0;
 	proxy_record(x, x->resp.status >= 500);
+	metrics_request(x->w, x->resp.status, x->b, x->start_us);
 	if (x->resp.status < 500)
 		circuit_success(&x->b->circuit, x->w->now_ms);
 	if (x->resp.status >= 500)

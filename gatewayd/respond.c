@@ -49,6 +49,13 @@ respond_head(struct exchange *x, int status, size_t body_len, const char *ctype,
 void
 respond_json(struct exchange *x, int status, const char *json, size_t len, const char *extra)
 {
+	respond_text(x, status, "application/json", json, len, extra);
+}
+
+void
+respond_text(struct exchange *x, int status, const char *ctype, const char *json, size_t len,
+	     const char *extra)
+{
 	int hl;
 
 	/* An unread request body is skipped by client_exchange_done when it is all in
@@ -56,7 +63,7 @@ respond_json(struct exchange *x, int status, const char *json, size_t len, const
 	if (status == 204 || status == 304)
 		len = 0;
 	/* HEAD: the length the GET would have, and no body */
-	hl = respond_head(x, status, len, "application/json", extra);
+	hl = respond_head(x, status, len, ctype, extra);
 	if (hl < 0) {
 		x->close_client = 1;
 		hl = snprintf(x->out.data, x->out.cap,
@@ -82,6 +89,7 @@ respond_json(struct exchange *x, int status, const char *json, size_t len, const
 	x->phase = X_LOCAL;
 	if (status >= 500)
 		worker_counter_add(&x->w->st_errors, 1);
+	metrics_request(x->w, status, NULL, x->start_us);
 	if (x->c->writable) {
 		int r = client_flush(x->c);
 		if (r < 0) {

@@ -15,6 +15,7 @@
 #include <sys/uio.h>
 
 #include "gw.h"
+#include "metrics.h"
 
 struct exchange;
 struct job;
@@ -127,6 +128,9 @@ struct worker {
 	_Atomic uint64_t st_jwt_invalid;
 	_Atomic uint64_t st_conns;
 	_Atomic uint32_t st_queue_depth;
+
+	/* Prometheus counters and latency histogram (metrics.c) */
+	struct metrics_worker metrics;
 };
 
 int worker_start_all(struct runtime *rt, char *err, size_t errlen);
