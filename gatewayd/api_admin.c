@@ -6,6 +6,7 @@
 
 #include "log.h"
 #include "api.h"
+#include "api_util.h"
 #include "auth.h"
 #include "cidr.h"
 #include "conf.h"
@@ -65,22 +66,6 @@ struct admin_req {
 /* ---------------------------------------------------------------------------------- */
 /* On the worker: parsing and validation                                              */
 /* ---------------------------------------------------------------------------------- */
-
-/* Parses the request body as a JSON object; answers 400 and returns NULL when it is not. */
-static cJSON *
-api_body_object(struct exchange *x)
-{
-	cJSON *j =
-	    cJSON_ParseWithLength(x->in.data + x->req.head_len, (size_t)x->req.content_length);
-
-	if (j == NULL || !cJSON_IsObject(j)) {
-		cJSON_Delete(j);
-		respond_error(x, 400, "invalid_request", "The body must be a JSON object.", NULL,
-		              NULL);
-		return NULL;
-	}
-	return j;
-}
 
 static void
 admin_bad_request(struct exchange *x, const char *message)
@@ -252,20 +237,13 @@ admin_parse_ip(struct exchange *x, const cJSON *body, struct admin_req *a)
 /* On a pool thread: shared pieces                                                    */
 /* ---------------------------------------------------------------------------------- */
 
-static void
-admin_unavailable(struct job *j, const char *message)
-{
-	jobs_set_error(j, 503, "service_unavailable", message);
-	snprintf(j->extra, sizeof(j->extra), "Retry-After: 1\r\n");
-}
-
 /* 1 when there is a database to work on; else answers 503. */
 static int
 admin_have_store(struct job *j, const struct store *st)
 {
 	if (st != NULL)
 		return 1;
-	admin_unavailable(j, "No database is open.");
+	api_util_unavailable(j, "No database is open.");
 	return 0;
 }
 
@@ -275,32 +253,7 @@ admin_store_fail(struct job *j, struct store *st, const struct admin_req *a, con
 {
 	log_warnx("admin %s (%s): %s", what, a->actor, store_error(st));
 	store_rollback(st);
-	admin_unavailable(j, "The identity store is unavailable; try again.");
-}
-
-/* Answers with the JSON object o (consumed). */
-static void
-admin_set_object(struct job *j, int status, cJSON *o)
-{
-	char *s = cJSON_PrintUnformatted(o);
-
-	cJSON_Delete(o);
-	if (s == NULL) {
-		jobs_set_error(j, 500, "internal_error", "Out of memory.");
-		return;
-	}
-	jobs_set_json(j, status, s);
-	cJSON_free(s);
-}
-
-/* A Unix time, or null for 0 ("never", "until removed"). */
-static void
-admin_add_time(cJSON *o, const char *name, int64_t t)
-{
-	if (t == 0)
-		cJSON_AddNullToObject(o, name);
-	else
-		cJSON_AddNumberToObject(o, name, (double)t);
+	api_util_unavailable(j, "The identity store is unavailable; try again.");
 }
 
 /*
@@ -495,7 +448,7 @@ api_change_strategy(struct exchange *x)
 	struct admin_req *a;
 	int st, n;
 
-	if ((j = api_body_object(x)) == NULL)
+	if ((j = api_util_body_object(x)) == NULL)
 		return;
 	s = cJSON_GetObjectItemCaseSensitive(j, "strategy");
 	st = cJSON_IsString(s) ? balance_strategy_from_name(s->valuestring) : -1;
@@ -592,8 +545,8 @@ admin_users_add_key(const struct store_key *k, void *arg)
 	cJSON_AddStringToObject(o, "prefix", k->prefix);
 	cJSON_AddStringToObject(o, "tier", k->tier);
 	cJSON_AddNumberToObject(o, "created_at", (double)k->created_at);
-	admin_add_time(o, "last_used", k->last_used);
-	admin_add_time(o, "expires_at", k->expires_at);
+	api_util_add_time(o, "last_used", k->last_used);
+	api_util_add_time(o, "expires_at", k->expires_at);
 	cJSON_AddBoolToObject(o, "revoked", k->revoked != 0);
 	cJSON_AddBoolToObject(o, "blocked", identity_blocked("key", k->hash, w->now));
 	cJSON_AddItemToArray(ref != NULL ? ref->keys : w->legacy, o);
@@ -623,7 +576,7 @@ admin_users_run(struct job *j, struct store *st)
 		return;
 	}
 	free(w.refs);
-	admin_set_object(j, 200, o);
+	api_util_set_object(j, 200, o, 500);
 }
 
 void
@@ -750,7 +703,7 @@ admin_upgrade_run(struct job *j, struct store *st)
 		cJSON_AddStringToObject(o, "prefix", k.prefix);
 	cJSON_AddNumberToObject(o, "keys_updated", (double)ks.n);
 	free(ks.v);
-	admin_set_object(j, 200, o);
+	api_util_set_object(j, 200, o, 500);
 	return;
 fail:
 	free(ks.v);
@@ -785,7 +738,7 @@ api_admin_upgrade_tier(struct exchange *x)
 	cJSON *body;
 	int idx;
 
-	if ((body = api_body_object(x)) == NULL)
+	if ((body = api_util_body_object(x)) == NULL)
 		return;
 	a = admin_req_new(x);
 	if (admin_parse_target(x, body, a, 1) != 0)
@@ -884,7 +837,7 @@ admin_block_key_run(struct job *j, struct store *st)
 	if (store_block_set(st, s.kind, s.value, until) != 0)
 		goto fail;
 	d = cJSON_CreateObject();
-	admin_add_time(d, "until", until);
+	api_util_add_time(d, "until", until);
 	if (s.have_key && s.k.user_id > 0)
 		cJSON_AddNumberToObject(d, "user_id", (double)s.k.user_id);
 	if (admin_audit(st, a, action, s.target, d) != 0)
@@ -898,8 +851,8 @@ admin_block_key_run(struct job *j, struct store *st)
 	cJSON_AddBoolToObject(o, "ok", 1);
 	cJSON_AddStringToObject(o, "blocked", s.kind);
 	admin_subject_add(o, &s);
-	admin_add_time(o, "until", until);
-	admin_set_object(j, 200, o);
+	api_util_add_time(o, "until", until);
+	api_util_set_object(j, 200, o, 500);
 	return;
 fail:
 	admin_store_fail(j, st, a, action);
@@ -962,7 +915,7 @@ admin_unblock_key_run(struct job *j, struct store *st)
 	admin_subject_add(o, &s);
 	cJSON_AddBoolToObject(o, "block_removed", rb == 0 || in_memory);
 	cJSON_AddNumberToObject(o, "bans_cleared", cleared);
-	admin_set_object(j, 200, o);
+	api_util_set_object(j, 200, o, 500);
 	return;
 fail:
 	admin_store_fail(j, st, a, action);
@@ -975,7 +928,7 @@ admin_key_action(struct exchange *x, int with_duration, void (*run)(struct job *
 	struct admin_req *a;
 	cJSON *body;
 
-	if ((body = api_body_object(x)) == NULL)
+	if ((body = api_util_body_object(x)) == NULL)
 		return;
 	a = admin_req_new(x);
 	if (admin_parse_target(x, body, a, 1) != 0 ||
@@ -1018,7 +971,7 @@ admin_block_ip_run(struct job *j, struct store *st)
 	if (store_block_set(st, "ip", a->ip, until) != 0)
 		goto fail;
 	d = cJSON_CreateObject();
-	admin_add_time(d, "until", until);
+	api_util_add_time(d, "until", until);
 	if (admin_audit(st, a, "block_ip", target, d) != 0)
 		goto fail;
 	if (admin_commit(j, st, a, "block_ip") != 0)
@@ -1029,8 +982,8 @@ admin_block_ip_run(struct job *j, struct store *st)
 	o = cJSON_CreateObject();
 	cJSON_AddBoolToObject(o, "ok", 1);
 	cJSON_AddStringToObject(o, "ip", a->ip);
-	admin_add_time(o, "until", until);
-	admin_set_object(j, 200, o);
+	api_util_add_time(o, "until", until);
+	api_util_set_object(j, 200, o, 500);
 	return;
 fail:
 	admin_store_fail(j, st, a, "block_ip");
@@ -1128,7 +1081,7 @@ admin_unblock_ip_run(struct job *j, struct store *st)
 	cJSON_AddStringToObject(o, "ip", a->ip);
 	cJSON_AddBoolToObject(o, "block_removed", rb == 0);
 	cJSON_AddNumberToObject(o, "bans_cleared", cleared);
-	admin_set_object(j, 200, o);
+	api_util_set_object(j, 200, o, 500);
 	return;
 fail:
 	free(w.names);
@@ -1142,7 +1095,7 @@ api_admin_block_ip(struct exchange *x)
 	struct admin_req *a;
 	cJSON *body;
 
-	if ((body = api_body_object(x)) == NULL)
+	if ((body = api_util_body_object(x)) == NULL)
 		return;
 	a = admin_req_new(x);
 	if (admin_parse_ip(x, body, a) != 0 || admin_parse_duration(x, body, &a->duration_s) != 0)
@@ -1173,7 +1126,7 @@ api_admin_unblock_ip(struct exchange *x)
 	struct admin_req *a;
 	cJSON *body;
 
-	if ((body = api_body_object(x)) == NULL)
+	if ((body = api_util_body_object(x)) == NULL)
 		return;
 	a = admin_req_new(x);
 	if (admin_parse_ip(x, body, a) != 0) {
@@ -1225,7 +1178,7 @@ admin_logs_run(struct job *j, struct store *st)
 		admin_store_fail(j, st, a, "logs");
 		return;
 	}
-	admin_set_object(j, 200, o);
+	api_util_set_object(j, 200, o, 500);
 }
 
 /* ?limit=N: 1.., at most ADMIN_LOGS_MAX; absent: ADMIN_LOGS_DEFAULT. 0, or -1 when bad. */

@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "api.h"
+#include "api_util.h"
 #include "auth.h"
 #include "gw.h"
 #include "identify.h"
@@ -347,21 +348,6 @@ api_auth_req_free(void *p)
 	}
 }
 
-/* The request body, when the whole of it is in the buffer (else none). */
-static void
-api_auth_body_span(const struct exchange *x, const char **buf, size_t *len)
-{
-	const struct http_msg *m = &x->req;
-
-	*buf = NULL;
-	*len = 0;
-	if (m->body != HTTP_BODY_LENGTH || m->content_length == 0 ||
-	    (uint64_t)x->in.end < (uint64_t)m->head_len + m->content_length)
-		return;
-	*buf = x->in.data + m->head_len;
-	*len = (size_t)m->content_length;
-}
-
 /*
  * A job argument for x: the body parsed into it (400 answered and NULL returned when it
  * does not parse) and the caller copied from x->id.
@@ -375,7 +361,7 @@ api_auth_req_new(struct exchange *x, unsigned want, unsigned need)
 	char err[160];
 
 	if (want != 0) {
-		api_auth_body_span(x, &buf, &len);
+		api_util_body_span(x, &buf, &len);
 		if (api_auth_parse_body(buf, len, want, need, &r->b, err, sizeof(err)) != 0) {
 			api_auth_req_free(r);
 			respond_error(x, 400, "invalid_request", err, NULL, NULL);
@@ -417,9 +403,7 @@ static void
 api_auth_unavailable(struct job *j, struct store *st, const char *what)
 {
 	log_warnx("auth: %s: %s", what, st != NULL ? store_error(st) : "no database is open");
-	jobs_set_error(j, 503, "service_unavailable",
-	               "The user store is unavailable; try again shortly.");
-	util_strlcpy(j->extra, "Retry-After: 1\r\n", sizeof(j->extra));
+	api_util_unavailable(j, "The user store is unavailable; try again shortly.");
 }
 
 /* A store call failed inside a transaction: log its message, then roll back. */
@@ -435,31 +419,6 @@ api_auth_token_error(struct job *j, const char *code, const char *message)
 {
 	jobs_set_error(j, 401, code, message);
 	util_strlcpy(j->extra, api_auth_www_invalid, sizeof(j->extra));
-}
-
-/* Answers with o (freed here); the printed copy, which may hold tokens, is wiped. */
-static void
-api_auth_set_cjson(struct job *j, int status, cJSON *o)
-{
-	char *s = cJSON_PrintUnformatted(o);
-
-	cJSON_Delete(o);
-	if (s == NULL) {
-		jobs_set_error(j, 503, "service_unavailable", "Out of memory.");
-		return;
-	}
-	jobs_set_json(j, status, s);
-	explicit_bzero(s, strlen(s));
-	cJSON_free(s);
-}
-
-static void
-api_auth_add_time(cJSON *o, const char *name, int64_t t)
-{
-	if (t == 0)
-		cJSON_AddNullToObject(o, name);
-	else
-		cJSON_AddNumberToObject(o, name, (double)t);
 }
 
 /* Publishes a user's tier and role to the hot path. */
@@ -537,7 +496,83 @@ api_auth_answer_tokens(struct job *j, int status, const struct api_auth_req *r,
 	cJSON_AddNumberToObject(o, "expires_in", (double)r->expires_in);
 	cJSON_AddNumberToObject(o, "user_id", (double)u->id);
 	cJSON_AddStringToObject(o, "tier", u->tier);
-	api_auth_set_cjson(j, status, o);
+	api_util_set_object(j, status, o, 503);
+}
+
+static void
+api_auth_email_taken(struct job *j)
+{
+	jobs_set_error(j, 409, "email_taken", "This email address is already registered.");
+}
+
+/* 0 when no user has email yet; else -1 with 409 or 503 answered. */
+static int
+api_auth_email_free(struct job *j, struct store *st, const char *email, const char *what)
+{
+	struct store_user u;
+	int s = store_user_by_email(st, email, &u);
+
+	if (s == 0)
+		api_auth_email_taken(j);
+	else if (s != STORE_NOTFOUND)
+		api_auth_unavailable(j, st, what);
+	return s == STORE_NOTFOUND ? 0 : -1;
+}
+
+/* The bcrypt hash of a new password into hash. 0, or -1 with 503 answered. */
+static int
+api_auth_hash_new_password(struct job *j, const char *password, char hash[AUTH_HASH_MAX],
+                           const char *what)
+{
+	if (auth_password_hash(password, hash, AUTH_HASH_MAX) == 0)
+		return 0;
+	log_warnx("auth: %s: password hashing failed", what);
+	jobs_set_error(j, 503, "service_unavailable", "The password cannot be stored now.");
+	return -1;
+}
+
+/* Creates a user inside the open transaction. 0, or -1 answered and rolled back. */
+static int
+api_auth_user_create(struct job *j, struct store *st, const struct api_auth_req *r,
+                     const char *pwhash, const char *tier, struct store_user *u, const char *what)
+{
+	int s = store_user_create(st, r->b.email, pwhash, tier, "user", u);
+
+	if (s == STORE_EXISTS) {
+		store_rollback(st);
+		api_auth_email_taken(j);
+		return -1;
+	}
+	if (s != 0) {
+		api_auth_abort(j, st, what);
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * The end of every token grant: issues u's tokens (in family; NULL: a new one), commits
+ * the open transaction when in_tx, publishes u to the hot path and answers status with
+ * the tokens. 0, or -1 with the failure answered and rolled back.
+ */
+static int
+api_auth_grant(struct job *j, struct store *st, struct api_auth_req *r, const struct store_user *u,
+               const char *family, int in_tx, int status, const char *what)
+{
+	int s = api_auth_issue(st, r, u, family);
+
+	if (s != 0) {
+		api_auth_issue_failed(j, st, what, s);
+		return -1;
+	}
+	/* the tokens (and a rotated token's spending) count only once committed */
+	if (in_tx && store_commit(st) != 0) {
+		api_auth_abort(j, st, what);
+		return -1;
+	}
+	api_auth_user_publish(u);
+	api_auth_answer_tokens(j, status, r, u);
+	return 0;
 }
 
 /* A user id from a token's sub: a positive decimal without sign or leading zero. */
@@ -670,53 +705,24 @@ api_auth_register_run(struct job *j, struct store *st)
 	struct api_auth_req *r = j->arg;
 	struct store_user u;
 	char hash[AUTH_HASH_MAX];
-	int s;
 
 	if (st == NULL) {
 		api_auth_unavailable(j, st, "register");
 		return;
 	}
 	/* a taken address is answered without the bcrypt work */
-	s = store_user_by_email(st, r->b.email, &u);
-	if (s == 0) {
-		jobs_set_error(j, 409, "email_taken", "This email address is already registered.");
+	if (api_auth_email_free(j, st, r->b.email, "register") != 0 ||
+	    api_auth_hash_new_password(j, r->b.password, hash, "register") != 0)
 		return;
-	}
-	if (s != STORE_NOTFOUND) {
-		api_auth_unavailable(j, st, "register");
-		return;
-	}
-	if (auth_password_hash(r->b.password, hash, sizeof(hash)) != 0) {
-		log_warnx("auth: register: password hashing failed");
-		jobs_set_error(j, 503, "service_unavailable", "The password cannot be stored now.");
-		return;
-	}
 	/* the user and its first refresh token land together, or neither does */
 	if (store_begin(st) != 0) {
 		api_auth_unavailable(j, st, "register");
 		return;
 	}
-	s = store_user_create(st, r->b.email, hash, r->tier, "user", &u);
-	if (s == STORE_EXISTS) {
-		store_rollback(st);
-		jobs_set_error(j, 409, "email_taken", "This email address is already registered.");
+	if (api_auth_user_create(j, st, r, hash, r->tier, &u, "register") != 0 ||
+	    api_auth_grant(j, st, r, &u, NULL, 1, 201, "register") != 0)
 		return;
-	}
-	if (s != 0) {
-		api_auth_abort(j, st, "register");
-		return;
-	}
-	if ((s = api_auth_issue(st, r, &u, NULL)) != 0) {
-		api_auth_issue_failed(j, st, "register", s);
-		return;
-	}
-	if (store_commit(st) != 0) {
-		api_auth_abort(j, st, "register");
-		return;
-	}
-	api_auth_user_publish(&u);
 	log_info("auth: user %lld registered (tier %s)", (long long)u.id, u.tier);
-	api_auth_answer_tokens(j, 201, r, &u);
 }
 
 void
@@ -788,12 +794,7 @@ api_auth_login_run(struct job *j, struct store *st)
 		jobs_set_error(j, 401, "invalid_credentials", "The email or password is wrong.");
 		return;
 	}
-	if ((s = api_auth_issue(st, r, &u, NULL)) != 0) {
-		api_auth_issue_failed(j, st, "login", s);
-		return;
-	}
-	api_auth_user_publish(&u);
-	api_auth_answer_tokens(j, 200, r, &u);
+	api_auth_grant(j, st, r, &u, NULL, 0, 200, "login");
 }
 
 void
@@ -888,17 +889,8 @@ api_auth_refresh_run(struct job *j, struct store *st)
 		api_auth_abort(j, st, "refresh");
 		return;
 	}
-	if ((s = api_auth_issue(st, r, &u, c->fam)) != 0) {
-		api_auth_issue_failed(j, st, "refresh", s);
-		return;
-	}
 	/* the old token is spent only if its successor is stored */
-	if (store_commit(st) != 0) {
-		api_auth_abort(j, st, "refresh");
-		return;
-	}
-	api_auth_user_publish(&u);
-	api_auth_answer_tokens(j, 200, r, &u);
+	api_auth_grant(j, st, r, &u, c->fam, 1, 200, "refresh");
 }
 
 void
@@ -1021,7 +1013,7 @@ api_auth_me_run(struct job *j, struct store *st)
 	cJSON_AddStringToObject(o, "email", u.email);
 	cJSON_AddStringToObject(o, "tier", u.tier);
 	cJSON_AddNumberToObject(o, "created_at", (double)u.created_at);
-	api_auth_set_cjson(j, 200, o);
+	api_util_set_object(j, 200, o, 503);
 }
 
 void
@@ -1069,7 +1061,7 @@ api_auth_keys_create_run(struct job *j, struct store *st)
 	if (k.expires_at != 0)
 		cJSON_AddNumberToObject(o, "expires_at", (double)k.expires_at);
 	explicit_bzero(key, sizeof(key));
-	api_auth_set_cjson(j, 201, o);
+	api_util_set_object(j, 201, o, 503);
 }
 
 void
@@ -1099,8 +1091,8 @@ api_auth_list_key(const struct store_key *k, void *arg)
 	o = cJSON_CreateObject();
 	cJSON_AddStringToObject(o, "prefix", k->prefix);
 	cJSON_AddNumberToObject(o, "created_at", (double)k->created_at);
-	api_auth_add_time(o, "last_used", k->last_used);
-	api_auth_add_time(o, "expires_at", k->expires_at);
+	api_util_add_time(o, "last_used", k->last_used);
+	api_util_add_time(o, "expires_at", k->expires_at);
 	cJSON_AddItemToArray(l->arr, o);
 	return 0;
 }
@@ -1116,7 +1108,7 @@ api_auth_keys_list_run(struct job *j, struct store *st)
 		api_auth_unavailable(j, st, "list keys");
 		return;
 	}
-	api_auth_set_cjson(j, 200, l.arr);
+	api_util_set_object(j, 200, l.arr, 503);
 }
 
 void
@@ -1180,7 +1172,7 @@ api_auth_keys_rotate_run(struct job *j, struct store *st)
 	cJSON_AddStringToObject(o, "tier", k.tier);
 	cJSON_AddNumberToObject(o, "previous_expires_at", (double)old_exp);
 	explicit_bzero(key, sizeof(key));
-	api_auth_set_cjson(j, 201, o);
+	api_util_set_object(j, 201, o, 503);
 }
 
 void
@@ -1326,20 +1318,9 @@ api_auth_migrate_run(struct job *j, struct store *st)
 			api_auth_unavailable(j, st, "migrate");
 		return;
 	}
-	s = store_user_by_email(st, r->b.email, &u);
-	if (s == 0) {
-		jobs_set_error(j, 409, "email_taken", "This email address is already registered.");
+	if (api_auth_email_free(j, st, r->b.email, "migrate") != 0 ||
+	    api_auth_hash_new_password(j, r->b.password, pwhash, "migrate") != 0)
 		return;
-	}
-	if (s != STORE_NOTFOUND) {
-		api_auth_unavailable(j, st, "migrate");
-		return;
-	}
-	if (auth_password_hash(r->b.password, pwhash, sizeof(pwhash)) != 0) {
-		log_warnx("auth: migrate: password hashing failed");
-		jobs_set_error(j, 503, "service_unavailable", "The password cannot be stored now.");
-		return;
-	}
 	/* again under the write lock: two migrations of one key, one winner */
 	if (store_begin(st) != 0) {
 		api_auth_unavailable(j, st, "migrate");
@@ -1353,30 +1334,18 @@ api_auth_migrate_run(struct job *j, struct store *st)
 			store_rollback(st);
 		return;
 	}
-	s = store_user_create(st, r->b.email, pwhash, k.tier, "user", &u);
-	if (s == STORE_EXISTS) {
-		store_rollback(st);
-		jobs_set_error(j, 409, "email_taken", "This email address is already registered.");
+	if (api_auth_user_create(j, st, r, pwhash, k.tier, &u, "migrate") != 0)
 		return;
-	}
-	if (s != 0 || store_key_set_owner(st, khash, u.id) != 0) {
+	if (store_key_set_owner(st, khash, u.id) != 0) {
 		api_auth_abort(j, st, "migrate");
 		return;
 	}
-	if ((s = api_auth_issue(st, r, &u, NULL)) != 0) {
-		api_auth_issue_failed(j, st, "migrate", s);
+	if (api_auth_grant(j, st, r, &u, NULL, 1, 201, "migrate") != 0)
 		return;
-	}
-	if (store_commit(st) != 0) {
-		api_auth_abort(j, st, "migrate");
-		return;
-	}
 	k.user_id = u.id;
-	api_auth_user_publish(&u);
 	api_auth_key_publish(&k);
 	api_auth_carry_usage(r, &k, u.id);
 	log_info("auth: legacy key %s migrated to user %lld", k.prefix, (long long)u.id);
-	api_auth_answer_tokens(j, 201, r, &u);
 }
 
 void
