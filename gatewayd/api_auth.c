@@ -348,6 +348,15 @@ api_auth_req_free(void *p)
 	}
 }
 
+/* Answers x with an error instead of submitting r (freed here). */
+static void
+api_auth_refuse(struct exchange *x, struct api_auth_req *r, int status, const char *code,
+                const char *message, const char *extra)
+{
+	api_auth_req_free(r);
+	respond_error(x, status, code, message, extra, NULL);
+}
+
 /*
  * A job argument for x: the body parsed into it (400 answered and NULL returned when it
  * does not parse) and the caller copied from x->id.
@@ -363,8 +372,7 @@ api_auth_req_new(struct exchange *x, unsigned want, unsigned need)
 	if (want != 0) {
 		api_util_body_span(x, &buf, &len);
 		if (api_auth_parse_body(buf, len, want, need, &r->b, err, sizeof(err)) != 0) {
-			api_auth_req_free(r);
-			respond_error(x, 400, "invalid_request", err, NULL, NULL);
+			api_auth_refuse(x, r, 400, "invalid_request", err, NULL);
 			return NULL;
 		}
 	}
@@ -749,9 +757,8 @@ api_auth_register(struct exchange *x)
 		allowed = 1;
 	if (!allowed || config_tier_find(cfg, tier) < 0 ||
 	    util_strlcpy(r->tier, tier, sizeof(r->tier)) >= sizeof(r->tier)) {
-		api_auth_req_free(r);
-		respond_error(x, 403, "tier_not_allowed", "This tier cannot be chosen at sign-up.",
-		              NULL, NULL);
+		api_auth_refuse(x, r, 403, "tier_not_allowed",
+		                "This tier cannot be chosen at sign-up.", NULL);
 		return;
 	}
 	api_auth_submit(x, r, api_auth_register_run);
@@ -908,15 +915,13 @@ api_auth_refresh(struct exchange *x)
 	                    (int64_t)time(NULL), &r->claims);
 	if (e == AUTH_OK && (strcmp(r->claims.typ, "refresh") != 0 || r->claims.fam[0] == '\0' ||
 	                     api_auth_parse_id(r->claims.sub) == 0)) {
-		api_auth_req_free(r);
-		respond_error(x, 401, "invalid_token", "Not a refresh token.", api_auth_www_invalid,
-		              NULL);
+		api_auth_refuse(x, r, 401, "invalid_token", "Not a refresh token.",
+		                api_auth_www_invalid);
 		return;
 	}
 	if (e != AUTH_OK) {
-		api_auth_req_free(r);
-		respond_error(x, 401, auth_error_code(e), auth_error_message(e),
-		              api_auth_www_invalid, NULL);
+		api_auth_refuse(x, r, 401, auth_error_code(e), auth_error_message(e),
+		                api_auth_www_invalid);
 		return;
 	}
 	api_auth_submit(x, r, api_auth_refresh_run);
@@ -1183,8 +1188,7 @@ api_auth_keys_rotate(struct exchange *x)
 	if (r == NULL)
 		return;
 	if (!(r->b.have & API_AUTH_API_KEY) && r->kind != IDENTITY_KEY) {
-		api_auth_req_free(r);
-		respond_error(x, 400, "invalid_request", "api_key is required.", NULL, NULL);
+		api_auth_refuse(x, r, 400, "invalid_request", "api_key is required.", NULL);
 		return;
 	}
 	api_auth_submit(x, r, api_auth_keys_rotate_run);
