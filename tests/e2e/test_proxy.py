@@ -195,14 +195,21 @@ class CredentialsTest(ProxyTestCase):
         self.assertEqual(j['query'], 'api_key=abc&x=1')
 
     def test_forward_auth_on_forwards_credentials(self):
-        r = self.request('GET', '/fwd/x', self.CREDS)
-        if r.status == 401:
-            self.assertGatewayError(r, 401)
-            self.skipTest('credentials are verified now: forward_auth needs a valid one')
-        self.assertEqual(r.status, 200)
-        h = r.json()['headers']
-        self.assertEqual(h.get('authorization'), 'Bearer not-a-real-token')
-        self.assertEqual(h.get('x-api-key'), 'gw_testkey123')
+        # credentials are verified on forward_auth routes too: use a real token and key
+        body = json.dumps({'email': 'fwd@example.com', 'password': 'long enough pw'})
+        r = self.request('POST', '/auth/register', {'Content-Type': 'application/json'},
+                         body=body.encode())
+        self.assertEqual(r.status, 201, r.body)
+        tok = r.json()['access_token']
+        r = self.request('GET', '/fwd/x', {'Authorization': 'Bearer ' + tok})
+        self.assertEqual(r.status, 200, r.body)
+        self.assertEqual(r.json()['headers'].get('authorization'), 'Bearer ' + tok)
+        r = self.request('POST', '/auth/api-keys', {'Authorization': 'Bearer ' + tok})
+        self.assertEqual(r.status, 201, r.body)
+        key = r.json()['api_key']
+        r = self.request('GET', '/fwd/y', {'X-API-Key': key})
+        self.assertEqual(r.status, 200, r.body)
+        self.assertEqual(r.json()['headers'].get('x-api-key'), key)
 
     def test_proxy_authorization_never_forwarded(self):
         _, j = self.seen('/off/pa', [('Proxy-Authorization', 'Basic Zm9vOmJhcg==')])
