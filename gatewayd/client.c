@@ -526,4 +526,7 @@ client_run(struct client *c)
 		if (c->state == before && c->nrequests == nreq)
 			return;
 	}
+	/* A long pipeline: let the other connections have a turn, then come back here.
+	 * Nothing else would: the bytes are already read, no new edge will come. */
+	event_active(&c->ev, EV_READ, 0);
 }

@@ -1325,6 +1325,9 @@ proxy_run(struct exchange *x)
 		if (r == 0)
 			return;
 	}
+	/* a long transfer: yield to other connections and resume from the loop */
+	if (x->c != NULL && !x->c->closed)
+		event_active(&x->c->ev, EV_READ, 0);
 }
 
 static void
