@@ -13,6 +13,7 @@
 #include <openssl/ssl.h>
 
 #include "auth.h"
+#include "control.h"
 #include "gw.h"
 #include "health.h"
 #include "identity.h"
@@ -366,10 +367,13 @@ main(int argc, char *argv[])
 	log_info("gatewayd started: %d workers, %d backends, strategy %s, listening on %s%s",
 		 gw.nworkers, cfg->nbackends, balance_strategy_name(cfg->strategy),
 		 cfg->listens[0].text, cfg->nlistens > 1 ? " and more" : "");
-	/* Said at every start so that nobody believes these are in use yet. */
-	log_info("control %s and publish %s are configured but not opened: the control plane "
-		 "is not part of this version",
-		 cfg->control, cfg->publish);
+	if (control_start(cfg, err, sizeof(err)) != 0) {
+		log_warnx("%s", err);
+		return 1;
+	}
+	/* Said at every start so that nobody believes it is in use yet. */
+	log_info("publish %s is configured but not opened: it is not part of this version",
+		 cfg->publish);
 	if (gw.admin_token == NULL)
 		log_info("GATEWAYD_ADMIN_TOKEN is not set: admin endpoints answer 401");
 
@@ -381,6 +385,7 @@ main(int argc, char *argv[])
 	health_start(main_base);
 	event_base_dispatch(main_base);
 
+	control_stop();
 	worker_stop_all(GATEWAYD_DRAIN_MS);
 	jobs_stop();
 	log_info("gatewayd stopped");

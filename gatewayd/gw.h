@@ -121,6 +121,8 @@ void runtime_unref(struct runtime *rt);
 void runtime_publish(struct runtime *rt);
 /* The current runtime with a reference taken (caller unrefs). For non-worker threads. */
 struct runtime *runtime_get(void);
+/* runtime_get for any thread (the control thread): the caller unrefs. */
+struct runtime *runtime_acquire(void);
 
 /* backend.c */
 struct backend *backend_new(const struct config_backend *cb, const struct config *cfg);

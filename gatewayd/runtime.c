@@ -1,3 +1,4 @@
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -6,6 +7,9 @@
 #include "xmalloc.h"
 
 struct gw gw;
+
+/* Orders runtime_publish against runtime_acquire (threads other than the main one). */
+static pthread_mutex_t runtime_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static struct backend *
 runtime_find_backend(const struct runtime *old, const struct config_backend *cb)
@@ -91,7 +95,11 @@ runtime_unref(struct runtime *rt)
 void
 runtime_publish(struct runtime *rt)
 {
-	struct runtime *old = atomic_exchange_explicit(&gw.rt, rt, memory_order_acq_rel);
+	struct runtime *old;
+
+	pthread_mutex_lock(&runtime_lock);
+	old = atomic_exchange_explicit(&gw.rt, rt, memory_order_acq_rel);
+	pthread_mutex_unlock(&runtime_lock);
 
 	if (old != NULL)
 		runtime_unref(old);
@@ -105,5 +113,19 @@ runtime_get(void)
 	struct runtime *rt = atomic_load_explicit(&gw.rt, memory_order_acquire);
 
 	runtime_ref(rt);
+	return rt;
+}
+
+struct runtime *
+runtime_acquire(void)
+{
+	struct runtime *rt;
+
+	/* Under the lock the published runtime still holds gw.rt's reference: taking ours
+	 * before the publisher can drop that one makes this safe from any thread. */
+	pthread_mutex_lock(&runtime_lock);
+	rt = atomic_load_explicit(&gw.rt, memory_order_acquire);
+	runtime_ref(rt);
+	pthread_mutex_unlock(&runtime_lock);
 	return rt;
 }
