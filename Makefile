@@ -31,7 +31,7 @@ DEPS_STAMP := $(BUILD)/.deps-ok
 
 .PHONY: all deps test unit micro e2e fuzz fuzz-build fuzz-long asan asan-test run install clean format lint
 
-all: $(BIN)/gatewayd $(BIN)/mockbackend
+all: $(BIN)/gatewayd $(BIN)/gatectl $(BIN)/mockbackend
 
 # Installs missing -dev packages (apt-get) once per build tree; see scripts/deps.sh.
 $(DEPS_STAMP): scripts/deps.sh
@@ -50,6 +50,10 @@ $(BUILD)/libgw.a: $(LIB_OBJ)
 	ar rcs $@ $^
 
 $(BIN)/gatewayd: $(BUILD)/gatewayd/gatewayd.o $(BUILD)/libgw.a
+	@mkdir -p $(BIN)
+	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BIN)/gatectl: $(patsubst %.c,$(BUILD)/%.o,$(wildcard gatectl/*.c)) $(BUILD)/libgw.a
 	@mkdir -p $(BIN)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS)
 
@@ -120,7 +124,7 @@ run: all
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 \
 		$(DESTDIR)$(PREFIX)/share/man/man5 $(DESTDIR)$(PREFIX)/share/man/man8
-	install -m 755 $(BIN)/gatewayd $(BIN)/mockbackend $(DESTDIR)$(PREFIX)/bin/
+	install -m 755 $(BIN)/gatewayd $(BIN)/gatectl $(BIN)/mockbackend $(DESTDIR)$(PREFIX)/bin/
 	for m in man/*.[158]; do s=$${m##*.}; install -m 644 $$m $(DESTDIR)$(PREFIX)/share/man/man$$s/; done
 
 format:
