@@ -39,7 +39,7 @@
  * latency noise between equal backends must not turn into a lopsided share (with no
  * concurrency the cost is latency alone, and P2C would starve the unlucky backend).
  */
-#define ADAPTIVE_TIE_RATIO 0.75
+#define ADAPTIVE_TIE_RATIO 0.5
 
 struct ring_point {
 	uint64_t point;

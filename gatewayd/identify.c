@@ -40,12 +40,16 @@ static void
 identify_set_name(struct identity *id)
 {
 	if (id->kind == IDENTITY_USER || (id->kind == IDENTITY_KEY && id->user_id > 0)) {
+		size_t off;
+
 		if (id->sub[0] == '\0')
-			snprintf(id->sub, sizeof(id->sub), "%lld", (long long)id->user_id);
-		snprintf(id->name, sizeof(id->name), "u:%s", id->sub);
+			util_append_u64(id->sub, 0, sizeof(id->sub), (uint64_t)id->user_id);
+		off = util_append_str(id->name, 0, sizeof(id->name), "u:");
+		util_append_str(id->name, off, sizeof(id->name), id->sub);
 	}
 	else
-		snprintf(id->name, sizeof(id->name), "k:%.12s", id->key_hash);
+		util_append(id->name, util_append_str(id->name, 0, sizeof(id->name), "k:"),
+			    sizeof(id->name), id->key_hash, strnlen(id->key_hash, 12));
 }
 
 /* The user's tier and role as last written (an upgrade applies to tokens already out). */
@@ -252,26 +256,32 @@ size_t
 identify_response_headers(const struct exchange *x, char *buf, size_t cap)
 {
 	size_t off = 0;
-	int n;
 
-	if (x->id.via_query) {
-		n = snprintf(buf, cap, "Deprecation: true\r\n");
-		if (n > 0 && (size_t)n < cap)
-			off = (size_t)n;
-	}
+	if (x->id.via_query)
+		off = util_append_str(buf, off, cap, "Deprecation: true\r\n");
 	if (!x->rl_set || x->id.kind == IDENTITY_NONE)
-		return off;
-	n = snprintf(buf + off, cap - off,
-		     "X-RateLimit-Limit: %llu\r\nX-RateLimit-Remaining: %llu\r\n"
-		     "X-RateLimit-Reset: %llu\r\nRateLimit-Policy: \"%s\";q=%llu;w=%llu\r\n"
-		     "RateLimit: \"%s\";r=%llu;t=%llu\r\n",
-		     (unsigned long long)x->rl_limit, (unsigned long long)x->rl_remaining,
-		     (unsigned long long)x->rl_reset_s, x->id.tier, (unsigned long long)x->rl_limit,
-		     (unsigned long long)x->rl_window_s, x->id.tier,
-		     (unsigned long long)x->rl_remaining, (unsigned long long)x->rl_reset_s);
-	if (n > 0 && (size_t)n < cap - off)
-		off += (size_t)n;
-	return off;
+		return off > cap ? 0 : off;
+	/* by hand: this runs for every identified response */
+	off = util_append_str(buf, off, cap, "X-RateLimit-Limit: ");
+	off = util_append_u64(buf, off, cap, x->rl_limit);
+	off = util_append_str(buf, off, cap, "\r\nX-RateLimit-Remaining: ");
+	off = util_append_u64(buf, off, cap, x->rl_remaining);
+	off = util_append_str(buf, off, cap, "\r\nX-RateLimit-Reset: ");
+	off = util_append_u64(buf, off, cap, x->rl_reset_s);
+	off = util_append_str(buf, off, cap, "\r\nRateLimit-Policy: \"");
+	off = util_append_str(buf, off, cap, x->id.tier);
+	off = util_append_str(buf, off, cap, "\";q=");
+	off = util_append_u64(buf, off, cap, x->rl_limit);
+	off = util_append_str(buf, off, cap, ";w=");
+	off = util_append_u64(buf, off, cap, x->rl_window_s);
+	off = util_append_str(buf, off, cap, "\r\nRateLimit: \"");
+	off = util_append_str(buf, off, cap, x->id.tier);
+	off = util_append_str(buf, off, cap, "\";r=");
+	off = util_append_u64(buf, off, cap, x->rl_remaining);
+	off = util_append_str(buf, off, cap, ";t=");
+	off = util_append_u64(buf, off, cap, x->rl_reset_s);
+	off = util_append_str(buf, off, cap, "\r\n");
+	return off > cap ? 0 : off;
 }
 
 /* The configured tier of id (the lowest when its name is unknown). */

@@ -1,4 +1,5 @@
 #include <limits.h>
+#include <stdatomic.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,6 +53,32 @@ static struct count_shard counts[IDENTITY_COUNT_SHARDS];
 static struct count_shard touches[IDENTITY_COUNT_SHARDS];
 static struct smap keys, users, revoked, blocks, bans;
 static struct cidr_tree *ip_blocks;
+/*
+ * Whether any block or ban exists at all, readable without the lock: almost always none,
+ * and then the hot path skips the lookups (and formatting their names) entirely.
+ */
+static _Atomic int any_blocks, any_ip_blocks, any_bans;
+
+static void
+identity_update_flags(void)
+{
+	atomic_store_explicit(&any_blocks, blocks.count > 0, memory_order_release);
+	atomic_store_explicit(&any_ip_blocks, cidr_tree_count(ip_blocks) > 0,
+			      memory_order_release);
+	atomic_store_explicit(&any_bans, bans.count > 0, memory_order_release);
+}
+
+int
+identity_blocks_present(void)
+{
+	return atomic_load_explicit(&any_blocks, memory_order_acquire);
+}
+
+int
+identity_bans_present(void)
+{
+	return atomic_load_explicit(&any_bans, memory_order_acquire);
+}
 
 static void
 smap_init(struct smap *m)
@@ -341,6 +368,7 @@ identity_block(const char *kind, const char *value, int64_t until)
 		smap_put(&blocks, name, b);
 		b = NULL;
 	}
+	identity_update_flags();
 	pthread_rwlock_unlock(&identity_lock);
 	free(b);
 }
@@ -363,6 +391,7 @@ identity_unblock(const char *kind, const char *value)
 		identity_block_name(kind, value, name, sizeof(name));
 		r = smap_del(&blocks, name);
 	}
+	identity_update_flags();
 	pthread_rwlock_unlock(&identity_lock);
 	return r;
 }
@@ -374,6 +403,8 @@ identity_blocked(const char *kind, const char *value, int64_t now)
 	const struct block_state *b;
 	int r;
 
+	if (!atomic_load_explicit(&any_blocks, memory_order_acquire))
+		return 0;
 	identity_block_name(kind, value, name, sizeof(name));
 	pthread_rwlock_rdlock(&identity_lock);
 	b = smap_get(&blocks, name);
@@ -388,8 +419,10 @@ identity_blocked_ip(const uint8_t addr[16], int64_t now)
 	const struct block_state *b;
 	int r;
 
+	if (!atomic_load_explicit(&any_ip_blocks, memory_order_acquire))
+		return 0;
 	pthread_rwlock_rdlock(&identity_lock);
-	b = cidr_tree_count(ip_blocks) ? cidr_tree_match(ip_blocks, addr, NULL) : NULL;
+	b = cidr_tree_match(ip_blocks, addr, NULL);
 	r = b != NULL && (b->until == 0 || b->until > now);
 	pthread_rwlock_unlock(&identity_lock);
 	return r;
@@ -424,6 +457,7 @@ identity_ban_reject(const char *name, int64_t now, uint64_t window_s, uint64_t t
 		len = (int64_t)l;
 	}
 	*level = b->level;
+	identity_update_flags();
 	pthread_rwlock_unlock(&identity_lock);
 	return len;
 }
@@ -434,6 +468,8 @@ identity_banned(const char *name, int64_t now)
 	const struct ban_state *b;
 	int64_t left = 0;
 
+	if (!atomic_load_explicit(&any_bans, memory_order_acquire))
+		return 0;
 	pthread_rwlock_rdlock(&identity_lock);
 	b = bans.count ? smap_get(&bans, name) : NULL;
 	if (b != NULL && b->until > now)
@@ -451,6 +487,7 @@ identity_ban_set(const char *name, int64_t until, int level)
 	b->level = level;
 	pthread_rwlock_wrlock(&identity_lock);
 	smap_put(&bans, name, b);
+	identity_update_flags();
 	pthread_rwlock_unlock(&identity_lock);
 }
 
@@ -461,6 +498,7 @@ identity_ban_clear(const char *name)
 
 	pthread_rwlock_wrlock(&identity_lock);
 	r = smap_del(&bans, name);
+	identity_update_flags();
 	pthread_rwlock_unlock(&identity_lock);
 	return r;
 }

@@ -53,6 +53,9 @@ struct identity {
 };
 
 void identity_init(void);
+/* 1 when any key/user block, or any ban, exists (no lock: a cheap hot-path test). */
+int identity_blocks_present(void);
+int identity_bans_present(void);
 
 /* Counts one request of the identity name; the count since start-up (for /usage). */
 void identity_count(const char *name);

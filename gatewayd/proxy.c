@@ -277,7 +277,7 @@ proxy_eligible(const struct exchange *x, struct backend *b, int idx, uint64_t no
 }
 
 /*
- * The latency estimate the adaptive strategy sees: it halves for every 2 s without a
+ * The latency estimate the adaptive strategy sees: it halves for every second without a
  * new measurement, so a backend that stopped getting traffic after a slow spell is
  * tried again and its estimate corrected, instead of being starved forever.
  */
@@ -286,7 +286,7 @@ proxy_ewma_ms(struct backend *b, uint64_t now)
 {
 	uint64_t us = atomic_load_explicit(&b->ewma_us, memory_order_relaxed);
 	uint64_t at = atomic_load_explicit(&b->ewma_at_ms, memory_order_relaxed);
-	uint64_t halvings = now > at ? (now - at) / 2000 : 0;
+	uint64_t halvings = now > at ? (now - at) / 1000 : 0;
 
 	return halvings >= 63 ? 0.0 : (double)(us >> halvings) / 1000.0;
 }
@@ -519,12 +519,13 @@ proxy_build_extra(struct exchange *x)
 		off = proxy_append(e, off, cap, "Connection: upgrade\r\n", 21);
 	if (x->id.kind != IDENTITY_NONE && off < cap) {
 		/* who the gateway says the caller is; the client's own claims were dropped */
-		int n = x->id.sub[0] != '\0'
-				? snprintf(e + off, cap - off, "X-User-Id: %s\r\nX-User-Tier: %s\r\n",
-					   x->id.sub, x->id.tier)
-				: snprintf(e + off, cap - off, "X-User-Id: key:%s\r\nX-User-Tier: %s\r\n",
-					   x->id.key_prefix, x->id.tier);
-		off = n > 0 && (size_t)n < cap - off ? off + (size_t)n : cap + 1;
+		off = util_append_str(e, off, cap, "X-User-Id: ");
+		if (x->id.sub[0] == '\0')
+			off = util_append_str(e, off, cap, "key:");
+		off = util_append_str(e, off, cap, x->id.sub[0] ? x->id.sub : x->id.key_prefix);
+		off = util_append_str(e, off, cap, "\r\nX-User-Tier: ");
+		off = util_append_str(e, off, cap, x->id.tier);
+		off = util_append_str(e, off, cap, "\r\n");
 	}
 	off = proxy_append(e, off, cap, "\r\n", 2);
 	return off > cap ? -1 : (int)off;

@@ -157,6 +157,19 @@ stage_client_ip(struct exchange *x)
 	return STAGE_NEXT;
 }
 
+/* "ip:ADDR", the client address as a ban name; formatted only when a ban needs it. */
+static const char *
+router_ip_name(struct exchange *x)
+{
+	if (x->ip_name[0] == '\0') {
+		char addr[64];
+
+		cidr_format_addr(x->client_ip, addr, sizeof(addr));
+		snprintf(x->ip_name, sizeof(x->ip_name), "ip:%s", addr);
+	}
+	return x->ip_name;
+}
+
 static void
 router_respond_banned(struct exchange *x, const char *tier, const struct conf_rate *rate,
 		      int64_t left_s)
@@ -216,7 +229,7 @@ stage_ip_limit(struct exchange *x)
 		return STAGE_NEXT;
 	}
 	worker_counter_add(&x->w->st_ip_rejected, 1);
-	router_ban_account(x, x->ip_name, rate);
+	router_ban_account(x, router_ip_name(x), rate);
 	respond_rate_limited(x, "rate_limited", "ip", rate->count, rate->period_ms / 1000,
 			     res.retry_after_ms);
 	return STAGE_DONE;
@@ -227,15 +240,12 @@ static enum stage_result
 stage_ip_block(struct exchange *x)
 {
 	int64_t now = (int64_t)time(NULL), left;
-	char addr[64];
 
 	if (identity_blocked_ip(x->client_ip, now)) {
 		respond_error(x, 403, "ip_blocked", "This address is blocked.", NULL, NULL);
 		return STAGE_DONE;
 	}
-	cidr_format_addr(x->client_ip, addr, sizeof(addr));
-	snprintf(x->ip_name, sizeof(x->ip_name), "ip:%s", addr);
-	if ((left = identity_banned(x->ip_name, now)) > 0) {
+	if (identity_bans_present() && (left = identity_banned(router_ip_name(x), now)) > 0) {
 		worker_counter_add(&x->w->st_banned, 1);
 		router_respond_banned(x, "ip", &x->rt->cfg->ip_limit, left);
 		return STAGE_DONE;
@@ -293,8 +303,12 @@ router_read_body(struct exchange *x)
 static int
 router_builtin_matches(const struct exchange *x, const struct builtin *bi)
 {
-	size_t plen = strlen(bi->path);
+	size_t plen;
 
+	/* every built-in path starts with '/': the second byte rules out most of them */
+	if (x->path_len < 2 || x->path[1] != bi->path[1])
+		return 0;
+	plen = strlen(bi->path);
 	if (bi->prefix)
 		return x->path_len > plen && memcmp(x->path, bi->path, plen) == 0;
 	return x->path_len == plen && memcmp(x->path, bi->path, plen) == 0;
@@ -311,6 +325,8 @@ router_identity_blocked(const struct exchange *x)
 	int64_t now = (int64_t)time(NULL);
 	char uid[32];
 
+	if (!identity_blocks_present())
+		return 0;
 	snprintf(uid, sizeof(uid), "%lld", (long long)id->user_id);
 	return (id->kind == IDENTITY_KEY && identity_blocked("key", id->key_hash, now)) ||
 	       (id->user_id > 0 && identity_blocked("user", uid, now));

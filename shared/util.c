@@ -35,6 +35,38 @@ util_hash64(const void *data, size_t len)
 	return h;
 }
 
+size_t
+util_append(char *dst, size_t off, size_t cap, const char *s, size_t n)
+{
+	if (off > cap || n >= cap - off) {
+		if (off < cap)
+			dst[off] = '\0';
+		return cap + 1;
+	}
+	memcpy(dst + off, s, n);
+	dst[off + n] = '\0';
+	return off + n;
+}
+
+size_t
+util_append_str(char *dst, size_t off, size_t cap, const char *s)
+{
+	return util_append(dst, off, cap, s, strlen(s));
+}
+
+size_t
+util_append_u64(char *dst, size_t off, size_t cap, uint64_t v)
+{
+	char tmp[20];
+	size_t n = 0;
+
+	do {
+		tmp[sizeof(tmp) - 1 - n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v != 0);
+	return util_append(dst, off, cap, tmp + sizeof(tmp) - n, n);
+}
+
 int
 util_strncaseeq(const char *s, size_t len, const char *lit)
 {

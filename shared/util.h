@@ -29,6 +29,14 @@ util_now_us(void)
 size_t util_strlcpy(char *dst, const char *src, size_t size);
 /* 64-bit FNV-1a, for hash tables and consistent hashing (not for security). */
 uint64_t util_hash64(const void *data, size_t len);
+/*
+ * Appends n bytes of s at dst[off] when they fit in cap (one byte is kept for a NUL);
+ * returns the new offset, or cap + 1 once something did not fit (and stays there).
+ * For building header lines on the hot path, where snprintf costs more than the rest.
+ */
+size_t util_append(char *dst, size_t off, size_t cap, const char *s, size_t n);
+size_t util_append_str(char *dst, size_t off, size_t cap, const char *s);
+size_t util_append_u64(char *dst, size_t off, size_t cap, uint64_t v);
 /* ASCII case-insensitive compare of a counted string with a C string. */
 int util_strncaseeq(const char *s, size_t len, const char *lit);
 

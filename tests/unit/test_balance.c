@@ -669,7 +669,7 @@ test_adaptive_prefers_fast(void **state)
 
 	count_picks(s, BALANCE_ADAPTIVE, t, 3, 3000, counts);
 	/* two choices: the fastest wins whenever drawn (2/3); 50 ms against 40 ms is within
-	 * the tie ratio (41/51 > 0.75), so each wins half of their pairings (1/6 each) */
+	 * the tie ratio (41/51 > 0.5), so each wins half of their pairings (1/6 each) */
 	assert_near(counts[1], 2000, 0.08);
 	assert_near(counts[0], 500, 0.2);
 	assert_near(counts[2], 500, 0.2);
@@ -710,9 +710,9 @@ test_adaptive_accounts_active(void **state)
 
 	make_targets(t, 2, NULL);
 	t[0].ewma_ms = 5;
-	t[0].active = 10; /* 5 * 11 = 55 */
+	t[0].active = 10; /* (5 + 1) * 11 = 66 */
 	t[1].ewma_ms = 20;
-	t[1].active = 1; /* 20 * 2 = 40 */
+	t[1].active = 0; /* (20 + 1) * 1 = 21: cheaper by more than the 2x tie band */
 	struct balance_state *s = new_state(t, 2, 26);
 
 	for (int r = 0; r < 50; r++)
@@ -727,8 +727,8 @@ test_adaptive_weight_and_unknown(void **state)
 	int w[2] = {1, 4};
 
 	make_targets(t, 2, w);
-	t[0].ewma_ms = 3; /* 3 / 1 */
-	t[1].ewma_ms = 8; /* 8 / 4 = 2 */
+	t[0].ewma_ms = 3; /* (3 + 1) / 1 = 4 */
+	t[1].ewma_ms = 4; /* (4 + 1) / 4 = 1.25: weight makes it cheaper past the tie band */
 	struct balance_state *s = new_state(t, 2, 27);
 
 	for (int r = 0; r < 20; r++)
