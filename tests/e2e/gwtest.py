@@ -50,7 +50,7 @@ import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.abspath(os.path.join(HERE, '..', '..'))
-BIN = os.path.join(REPO, 'bin')
+BIN = os.environ.get('GWTEST_BIN') or os.path.join(REPO, 'bin')
 # GWTEST_MOCKBACKEND / GWTEST_GATEWAYD: test another build (e.g. a sanitizer one)
 MOCKBACKEND = os.environ.get('GWTEST_MOCKBACKEND') or os.path.join(BIN, 'mockbackend')
 GATEWAYD = os.environ.get('GWTEST_GATEWAYD') or os.path.join(BIN, 'gatewayd')
