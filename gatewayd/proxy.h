@@ -57,6 +57,9 @@ struct exchange {
 	struct identity id; /* the caller (identify.c), IDENTITY_NONE when anonymous */
 	char ip_name[72];   /* "ip:ADDR": the client address as a ban name */
 	uint8_t rl_set;     /* a tier limit decided: rate-limit headers go out */
+	uint8_t rl_rejected; /* a limiter (tier or IP) refused the request: access log */
+	const char *cache_status; /* "HIT" "MISS" "BYPASS" "STALE" (cache.c), NULL: no cache */
+	char geo_country[4];      /* ISO country of the client (geo.c), "" when unlocated */
 	uint64_t rl_limit, rl_remaining, rl_reset_s, rl_window_s;
 	char request_id[132];
 	uint8_t request_id_len;
