@@ -739,6 +739,20 @@ config_dir_options(struct config_parser *p, const struct config_directive *d, ch
 
 /* Directives with one value on struct config (retries, ip_limit). */
 static int
+config_dir_access_log(struct config_parser *p, const struct config_directive *d, char **argv,
+		      int argc)
+{
+	const char *v = argv[0];
+
+	if (strcmp(v, "off") == 0)
+		v = "";
+	else if (v[0] == '\0' || strlen(v) >= sizeof(p->c->access_log))
+		return config_error(p, "access_log: a file path, stdout or off");
+	util_strlcpy(p->c->access_log, v, sizeof(p->c->access_log));
+	return 0;
+}
+
+static int
 config_dir_value(struct config_parser *p, const struct config_directive *d, char **argv, int argc)
 {
 	return config_parse_value(p, d, d->value, argv[0], p->c);
@@ -991,6 +1005,8 @@ static const struct config_directive config_directives[] = {
 	{.name = "publish", .min_args = 1, .max_args = 1,
 	 .usage = "publish ipc://PATH|tcp://HOST:PORT", .handler = config_dir_value,
 	 .value = &config_publish_value, .schemes = config_nng_schemes},
+	{.name = "access_log", .min_args = 1, .max_args = 1,
+	 .usage = "access_log FILE|stdout|off", .handler = config_dir_access_log},
 	{.name = "database", .min_args = 1, .max_args = 1,
 	 .usage = "database sqlite:PATH|postgresql://...", .handler = config_dir_value,
 	 .value = &config_database_value, .schemes = config_database_schemes},

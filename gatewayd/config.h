@@ -131,6 +131,7 @@ struct config {
 	int workers; /* 0 = auto (number of cores) */
 	char control[256];  /* [ipc:///tmp/gatewayd.ctl] nng REQ/REP (operator tools issue) */
 	char publish[256];  /* [ipc:///tmp/gatewayd.pub] nng PUB */
+	char access_log[CONFIG_PATH_MAX]; /* [off] "", "stdout", or a file path */
 	char database[512]; /* [sqlite:gatewayd.db] (identity issue) */
 
 	int strategy; /* enum balance_strategy */

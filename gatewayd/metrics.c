@@ -44,10 +44,31 @@ metrics_bucket_index(uint64_t us)
 	return i;
 }
 
+int
+metrics_fine_index(uint64_t us)
+{
+	int msb, idx;
+
+	if (us < 4)
+		return (int)us;
+	msb = 63 - __builtin_clzll(us);
+	idx = (msb - 1) * 4 + (int)((us >> (msb - 2)) & 3);
+	return idx < METRICS_FINE ? idx : METRICS_FINE - 1;
+}
+
+uint64_t
+metrics_fine_lower(int idx)
+{
+	if (idx < 4)
+		return (uint64_t)idx;
+	return (uint64_t)(4 + idx % 4) << (idx / 4 - 1);
+}
+
 void
 metrics_observe(struct metrics_worker *m, uint64_t us)
 {
 	metrics_add(&m->hist[metrics_bucket_index(us)], 1);
+	metrics_add(&m->fine[metrics_fine_index(us)], 1);
 	metrics_add(&m->hist_sum_us, us);
 }
 

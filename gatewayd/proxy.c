@@ -9,6 +9,7 @@
 #include "cidr.h"
 #include "log.h"
 #include "identify.h"
+#include "accesslog.h"
 #include "cache.h"
 #include "proxy.h"
 #include "util.h"
@@ -1044,6 +1045,7 @@ proxy_step_request(struct exchange *x)
 	if (x->in.end == x->in.cap) {
 		/* Everything queued was sent: the buffer can start over, and the request
 		 * is no longer whole in memory (no retry from here on). */
+		accesslog_save_target(x);
 		x->in.start = x->in.end = 0;
 		x->buffered = 0;
 	}
@@ -1247,6 +1249,7 @@ proxy_step_tunnel(struct exchange *x)
 			x->in.start = x->in.end;
 			return 1;
 		}
+		accesslog_save_target(x);
 		x->in.start = x->in.end = 0;
 		ssize_t n = client_read(c, x->in.data, x->in.cap);
 		if (n == 0 || (n < 0 && errno != EAGAIN))
@@ -1388,6 +1391,7 @@ proxy_finish(struct exchange *x)
 		x->u->readable = 0;
 	proxy_record(x, x->resp.status >= 500);
 	metrics_request(x->w, x->resp.status, x->b, x->start_us);
+	accesslog_request(x, x->resp.status, x->b, x->bytes_out, NULL);
 	if (x->resp.status < 500)
 		circuit_success(&x->b->circuit, x->w->now_ms);
 	if (x->resp.status >= 500)

@@ -57,7 +57,7 @@ struct exchange {
 	struct identity id; /* the caller (identify.c), IDENTITY_NONE when anonymous */
 	char ip_name[72];   /* "ip:ADDR": the client address as a ban name */
 	uint8_t rl_set;     /* a tier limit decided: rate-limit headers go out */
-	uint8_t rl_rejected; /* a limiter (tier or IP) refused the request: access log */
+	const char *error_code; /* respond_error's code (static string), for the access log */
 	const char *cache_status; /* "HIT" "MISS" "BYPASS" "STALE" (cache.c), NULL: no cache */
 	struct cache_entry *cache_ent;  /* referenced: being served, or stale and revalidated */
 	struct cache_fill *cache_fill;  /* this exchange's response fills the cache */
@@ -70,6 +70,7 @@ struct exchange {
 	uint64_t cache_url_hash;        /* the URL an unsafe method invalidates */
 	uint32_t cache_age_s;           /* Age of the entry served */
 	char geo_country[4];      /* ISO country of the client (geo.c), "" when unlocated */
+	uint8_t target_saved;     /* saved_target holds the request line: the head is gone */
 	uint64_t rl_limit, rl_remaining, rl_reset_s, rl_window_s;
 	char request_id[132];
 	uint8_t request_id_len;
@@ -107,6 +108,9 @@ struct exchange {
 	char req_extra[768];  /* headers the gateway adds to the request */
 	char resp_extra[1024]; /* ... and to the response */
 	char line_extra[160]; /* rewritten request line when needed */
+	/* "METHOD target" for the access log, copied only when a streamed request body
+	 * overwrites the head in `in` (valid when target_saved) */
+	char saved_target[176];
 	struct sendq upq;   /* to the backend (reset by sendq_reset, not memset) */
 	struct sendq cliq;  /* to the client */
 	void (*body_handler)(struct exchange *); /* runs when X_BODY completes */

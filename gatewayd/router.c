@@ -70,7 +70,7 @@ static const struct builtin router_builtins[] = {
 	{"/auth/api-keys/", 1, HTTP_M_DELETE, 0, BI_JWT, api_auth_keys_revoke},
 	{"/admin/users", 0, HTTP_M_GET, 0, BI_ADMIN, api_admin_users},
 	{"/admin/logs", 0, HTTP_M_GET, 0, BI_ADMIN, api_admin_logs},
-	{"/logs", 0, HTTP_M_GET, 0, BI_ADMIN, api_admin_logs},
+	{"/logs", 0, HTTP_M_GET, 0, BI_ADMIN, api_logs},
 	{"/admin/upgrade_tier", 0, HTTP_M_POST, 1, BI_ADMIN, api_admin_upgrade_tier},
 	{"/admin/block_key", 0, HTTP_M_POST, 1, BI_ADMIN, api_admin_block_key},
 	{"/admin/unblock_key", 0, HTTP_M_POST, 1, BI_ADMIN, api_admin_unblock_key},
