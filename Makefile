@@ -57,6 +57,10 @@ $(BIN)/gatectl: $(patsubst %.c,$(BUILD)/%.o,$(wildcard gatectl/*.c)) $(BUILD)/li
 	@mkdir -p $(BIN)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS)
 
+# Bash completion, generated from the command table (shared/proto.c).
+$(BUILD)/gatectl.bash: $(BIN)/gatectl
+	$(BIN)/gatectl completion bash >$@.tmp && mv $@.tmp $@
+
 $(BIN)/mockbackend: tests/mockbackend.c | $(DEPS_STAMP)
 	@mkdir -p $(BIN)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(LDLIBS)
@@ -121,11 +125,13 @@ asan-test: asan
 run: all
 	@sh scripts/run-demo.sh
 
-install: all
+install: all $(BUILD)/gatectl.bash
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 \
 		$(DESTDIR)$(PREFIX)/share/man/man5 $(DESTDIR)$(PREFIX)/share/man/man8
 	install -m 755 $(BIN)/gatewayd $(BIN)/gatectl $(BIN)/mockbackend $(DESTDIR)$(PREFIX)/bin/
 	for m in man/*.[158]; do s=$${m##*.}; install -m 644 $$m $(DESTDIR)$(PREFIX)/share/man/man$$s/; done
+	install -d $(DESTDIR)$(PREFIX)/share/bash-completion/completions
+	install -m 644 $(BUILD)/gatectl.bash $(DESTDIR)$(PREFIX)/share/bash-completion/completions/gatectl
 
 format:
 	clang-format -i shared/*.[ch] gatewayd/*.[ch] tests/*.c tests/unit/*.c tests/fuzz/*.c

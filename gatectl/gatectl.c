@@ -7,11 +7,12 @@
 #include "ipc.h"
 
 /*
- * gatectl(1): one request to gatewayd's control socket, one reply printed. Exit status:
- * 0 done, 1 the daemon refused, 2 usage error, 3 the daemon cannot be reached.
+ * gatectl(1): one request to gatewayd's control socket, one reply printed (and, for
+ * `logs -f`, the log topic of the PUB stream after it). Exit status: 0 done, 1 the daemon
+ * refused, 2 usage error, 3 the daemon cannot be reached.
  */
 
-#define GATECTL_TIMEOUT_MS 5000
+#define GATECTL_TIMEOUT_MS 10000
 
 static void
 gatectl_usage(void)
@@ -20,24 +21,110 @@ gatectl_usage(void)
 	exit(GATECTL_USAGE);
 }
 
-/* "help [COMMAND]": the table, without asking the daemon. */
+/* "help [COMMAND...]": the table, without asking the daemon. */
 static int
 gatectl_help(int argc, char *argv[])
 {
-	const struct proto_command *c;
+	char name[128];
 
-	if (argc > 2)
-		gatectl_usage();
 	if (argc == 1) {
 		parser_usage(stdout, NULL);
 		return GATECTL_OK;
 	}
-	if ((c = proto_find(argv[1])) == NULL) {
-		fprintf(stderr, "gatectl: unknown command %s\n", argv[1]);
+	if (argc > 3)
+		gatectl_usage();
+	snprintf(name, sizeof(name), "%s%s%s", argv[1], argc == 3 ? " " : "",
+	         argc == 3 ? argv[2] : "");
+	if (parser_usage(stdout, name) != 0) {
+		fprintf(stderr, "gatectl: unknown command %s\n", name);
 		return GATECTL_USAGE;
 	}
-	parser_usage(stdout, c);
 	return GATECTL_OK;
+}
+
+static int
+gatectl_completion(int argc, char *argv[])
+{
+	if (argc != 2 || strcmp(argv[1], "bash") != 0) {
+		fprintf(stderr, "usage: gatectl completion bash\n");
+		return GATECTL_USAGE;
+	}
+	parser_completion_bash(stdout);
+	return GATECTL_OK;
+}
+
+/* After `logs -f` printed the recent lines: the stream at env GATEWAYD_PUBLISH, else the
+ * daemon's publish URL from the reply. */
+static int
+gatectl_follow(const cJSON *reply, int json)
+{
+	const char *url = getenv("GATEWAYD_PUBLISH");
+	const cJSON *p = cJSON_GetObjectItemCaseSensitive(reply, "publish");
+
+	if (url == NULL || url[0] == '\0')
+		url = cJSON_IsString(p) ? p->valuestring : NULL;
+	if (url == NULL) {
+		fprintf(stderr, "gatectl: the daemon named no publish URL; set GATEWAYD_PUBLISH\n");
+		return GATECTL_UNREACHABLE;
+	}
+	fflush(stdout);
+	return follow_logs(url, json);
+}
+
+/* Sends cmd with vals to url and prints the reply; the exit status. */
+static int
+gatectl_call(const char *url, const struct proto_command *cmd, const char *const vals[], int json)
+{
+	char err[512], *req, *reply;
+	size_t len;
+	int ok, rc;
+	cJSON *r;
+
+	if ((req = proto_request_encode_named(cmd, vals)) == NULL) {
+		fprintf(stderr, "gatectl: out of memory\n");
+		return GATECTL_USAGE;
+	}
+	rc = ipc_call(url, req, GATECTL_TIMEOUT_MS, &reply, &len, err, sizeof(err));
+	cJSON_free(req);
+	if (rc != 0) {
+		fprintf(stderr, "gatectl: cannot reach gatewayd at %s\n", err);
+		return GATECTL_UNREACHABLE;
+	}
+	r = proto_reply_decode(reply, len, &ok, err, sizeof(err));
+	if (r == NULL) {
+		fprintf(stderr, "gatectl: %s\n", err);
+		free(reply);
+		return GATECTL_UNREACHABLE;
+	}
+	rc = ok ? GATECTL_OK : GATECTL_REFUSED;
+	if (!ok) {
+		const cJSON *e = cJSON_GetObjectItemCaseSensitive(r, "error");
+
+		fprintf(stderr, "gatectl: %s\n", cJSON_IsString(e) ? e->valuestring : "refused");
+		if (json)
+			printf("%s\n", reply);
+	} else if (json && !(cmd->handler == PROTO_LOGS && vals[0] != NULL)) {
+		printf("%s\n", reply);
+	} else if (!json) {
+		output_human(cmd, r);
+	}
+	/* logs -f --json: the recent entries one per line, then the stream's, alike */
+	if (ok && json && cmd->handler == PROTO_LOGS && vals[0] != NULL) {
+		const cJSON *e;
+
+		cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(r, "entries"))
+		{
+			char *s = cJSON_PrintUnformatted(e);
+
+			printf("%s\n", s != NULL ? s : "{}");
+			cJSON_free(s);
+		}
+	}
+	if (ok && cmd->handler == PROTO_LOGS && vals[0] != NULL)
+		rc = gatectl_follow(r, json);
+	cJSON_Delete(r);
+	free(reply);
+	return rc;
 }
 
 int
@@ -49,12 +136,10 @@ main(int argc, char *argv[])
 	    {NULL, 0, NULL, 0},
 	};
 	const char *url = getenv("GATEWAYD_CONTROL");
+	const char *vals[PROTO_MAX_ARGS];
 	const struct proto_command *cmd;
-	char err[512], *req, *reply;
-	size_t len;
-	int ch, json = 0, ok, nargs = 0;
+	int ch, json = 0, nargs = 0, rc;
 	char **args;
-	cJSON *r;
 
 	if (url == NULL || url[0] == '\0')
 		url = GATECTL_DEFAULT_URL;
@@ -88,39 +173,13 @@ main(int argc, char *argv[])
 	if (nargs == 0)
 		gatectl_usage();
 	if (strcmp(args[0], "help") == 0)
-		return gatectl_help(nargs, args);
-	if ((cmd = parser_parse(nargs, args)) == NULL)
-		return GATECTL_USAGE;
-	req = proto_request_encode(cmd, nargs - 1, args + 1);
-	if (req == NULL) {
-		fprintf(stderr, "gatectl: out of memory\n");
-		return GATECTL_USAGE;
-	}
-	if (ipc_call(url, req, GATECTL_TIMEOUT_MS, &reply, &len, err, sizeof(err)) != 0) {
-		fprintf(stderr, "gatectl: cannot reach gatewayd at %s\n", err);
-		cJSON_free(req);
-		return GATECTL_UNREACHABLE;
-	}
-	cJSON_free(req);
-	r = proto_reply_decode(reply, len, &ok, err, sizeof(err));
-	if (r == NULL) {
-		fprintf(stderr, "gatectl: %s\n", err);
-		free(reply);
-		return GATECTL_UNREACHABLE;
-	}
-	if (!ok) {
-		const cJSON *e = cJSON_GetObjectItemCaseSensitive(r, "error");
-
-		fprintf(stderr, "gatectl: %s\n", cJSON_IsString(e) ? e->valuestring : "refused");
-		if (json)
-			printf("%s\n", reply);
-	} else if (json) {
-		printf("%s\n", reply);
-	} else {
-		output_human(cmd, r);
-	}
-	cJSON_Delete(r);
-	free(reply);
+		rc = gatectl_help(nargs, args);
+	else if (strcmp(args[0], "completion") == 0)
+		rc = gatectl_completion(nargs, args);
+	else if ((cmd = parser_parse(nargs, args, vals)) == NULL)
+		rc = GATECTL_USAGE;
+	else
+		rc = gatectl_call(url, cmd, vals, json);
 	free(args);
-	return ok ? GATECTL_OK : GATECTL_REFUSED;
+	return rc;
 }

@@ -17,6 +17,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <cjson/cJSON.h>
+
 struct exchange;
 
 /* api_stats.c */
@@ -30,16 +32,29 @@ void api_metrics(struct exchange *x); /* GET /metrics, Prometheus text 0.0.4 */
 /* api_admin.c (admin) */
 void api_change_strategy(struct exchange *x);
 void api_admin_users(struct exchange *x);
-/* ?limit=N of /logs and /admin/logs: 1..1000, absent 100. 0, or -1 when bad. */
-int api_admin_parse_limit(const struct exchange *x, int *limit);
-/* GET /logs: the newest access-log entries (accesslog.c's ring). */
-void api_logs(struct exchange *x);
 void api_admin_upgrade_tier(struct exchange *x);
 void api_admin_block_key(struct exchange *x);
 void api_admin_unblock_key(struct exchange *x);
 void api_admin_block_ip(struct exchange *x);
 void api_admin_unblock_ip(struct exchange *x);
 void api_admin_logs(struct exchange *x);
+
+/*
+ * For the control plane (control.c): an admin action run at once on the calling thread
+ * with its store st (may be NULL: 503), answered into *j as over HTTP (j->status, j->body
+ * that the caller frees; j needs no exchange). who names a key (the whole key, or a
+ * prefix when no whole key matches) or a user ("u:ID" or ID); tier: API_ADMIN_TIER only.
+ */
+enum api_admin_op { API_ADMIN_USERS, API_ADMIN_TIER, API_ADMIN_BLOCK, API_ADMIN_UNBLOCK };
+struct config;
+struct job;
+struct store;
+void api_admin_control(enum api_admin_op op, const char *actor, const char *who, const char *tier,
+                       const struct config *cfg, struct store *st, struct job *j);
+/* The key who names: the whole key, else a unique live prefix. 0 (*k filled),
+ * STORE_NOTFOUND, a positive value when several live keys share the prefix, -1. */
+struct store_key;
+int api_admin_key_lookup(struct store *st, const char *who, struct store_key *k);
 
 /* api_auth.c */
 void api_auth_register(struct exchange *x);    /* none */
@@ -54,6 +69,26 @@ void api_auth_keys_revoke(struct exchange *x); /* JWT; DELETE /auth/api-keys/{pr
 void api_auth_migrate(struct exchange *x);     /* none */
 void api_auth_jwks(struct exchange *x);        /* none */
 void api_usage(struct exchange *x);            /* credential */
+
+/* api_auth.c pieces the control plane (control.c) shares. */
+#define API_AUTH_NEW_KEY_MAX 80 /* a whole new key and its NUL */
+struct store_key;
+struct identity;
+struct ratelimit_result;
+/* Creates the key k describes (tier, user_id, expires_at) with a fresh secret: the whole
+ * key into key, its hash and prefix into k. In the caller's transaction, if open. 0, -1. */
+int api_auth_key_new(struct store *st, char key[API_AUTH_NEW_KEY_MAX], struct store_key *k);
+/* Gives old a successor of the same tier and owner (the whole key into key, the row into
+ * k) and ends old after the grace period (old->expires_at set). In the caller's
+ * transaction. 0 or -1. */
+int api_auth_key_rotate(struct store *st, struct store_key *old, char key[API_AUTH_NEW_KEY_MAX],
+                        struct store_key *k, int64_t now);
+/* Publishes a stored key to the hot path's tables. */
+void api_auth_key_publish(const struct store_key *k);
+/* The /usage object of id (the caller frees it); the limiter's reading into *res (may
+ * be NULL). */
+cJSON *api_usage_object(const struct config *cfg, const struct identity *id, uint64_t now_ms,
+                        struct ratelimit_result *res);
 
 /*
  * Request bodies of the /auth endpoints (api_auth.c), read by one pure function (no

@@ -42,6 +42,7 @@ enum admin_target {
 	ADMIN_T_KEY_HASH,   /* "api_key": the whole key, kept only as its hash */
 	ADMIN_T_KEY_PREFIX, /* "prefix", scoped to user_id when one is given */
 	ADMIN_T_USER,       /* "user_id" */
+	ADMIN_T_KEY_ANY,    /* the control plane's KEY: the whole key, else a prefix */
 };
 
 /* What a job needs from its request: copied on the worker, read on the pool thread. */
@@ -269,7 +270,8 @@ admin_audit(struct store *st, const struct admin_req *a, const char *action, con
 
 	if (detail == NULL)
 		detail = cJSON_CreateObject();
-	cJSON_AddStringToObject(detail, "ip", a->client_ip);
+	if (a->client_ip[0] != '\0') /* "": the control plane, a local socket */
+		cJSON_AddStringToObject(detail, "ip", a->client_ip);
 	s = cJSON_PrintUnformatted(detail);
 	cJSON_Delete(detail);
 	if (s != NULL)
@@ -344,17 +346,36 @@ admin_key_by_prefix_any(struct store *st, const char *prefix, struct store_key *
 	return 0;
 }
 
+int
+api_admin_key_lookup(struct store *st, const char *who, struct store_key *k)
+{
+	char hash[STORE_HASH_MAX];
+	size_t n = strlen(who);
+	int r;
+
+	if (n == 0 || n > ADMIN_API_KEY_MAX)
+		return STORE_NOTFOUND;
+	auth_sha256_hex(who, n, hash);
+	r = store_key_by_hash(st, hash, k);
+	if (r == STORE_NOTFOUND && n < STORE_PREFIX_MAX)
+		r = admin_key_by_prefix_any(st, who, k);
+	return r;
+}
+
 /* The key a request names into *k. 0, or -1 with the answer set (404, 400, 503). */
 static int
 admin_key_find(struct job *j, struct store *st, const struct admin_req *a, struct store_key *k)
 {
-	int r;
+	int r = STORE_NOTFOUND;
 
-	if (a->target == ADMIN_T_KEY_HASH)
+	if (a->target == ADMIN_T_KEY_HASH || a->target == ADMIN_T_KEY_ANY)
 		r = store_key_by_hash(st, a->key_hash, k);
-	else if (a->user_id > 0)
+	/* the control plane's KEY that is not a whole key may be a prefix */
+	if (a->target == ADMIN_T_KEY_ANY && r == STORE_NOTFOUND && a->prefix[0] != '\0')
+		r = admin_key_by_prefix_any(st, a->prefix, k);
+	else if (a->target == ADMIN_T_KEY_PREFIX && a->user_id > 0)
 		r = store_key_by_prefix(st, a->user_id, a->prefix, k);
-	else
+	else if (a->target == ADMIN_T_KEY_PREFIX)
 		r = admin_key_by_prefix_any(st, a->prefix, k);
 	switch (r) {
 	case 0:
@@ -366,7 +387,9 @@ admin_key_find(struct job *j, struct store *st, const struct admin_req *a, struc
 	case ADMIN_AMBIGUOUS:
 		store_rollback(st);
 		jobs_set_error(j, 400, "invalid_request",
-		               "Several keys have this prefix; give user_id too, or the api_key.");
+		               a->target == ADMIN_T_KEY_ANY
+		                   ? "Several keys have this prefix; give the whole key."
+		                   : "Several keys have this prefix; give user_id too, or the api_key.");
 		return -1;
 	default:
 		admin_store_fail(j, st, a, "key lookup");
@@ -710,20 +733,26 @@ fail:
 	admin_store_fail(j, st, a, "upgrade_tier");
 }
 
+/* The configured tiers' names into buf, each quoted with q, separated by sep. */
+static void
+admin_tier_names(const struct config *cfg, const char *sep, const char *q, char *buf, size_t len)
+{
+	size_t o = 0;
+
+	buf[0] = '\0';
+	for (int i = 0; i < cfg->ntiers && o < len; i++)
+		o += (size_t)snprintf(buf + o, len - o, "%s%s%s%s", i ? sep : "", q,
+		                      cfg->tiers[i].name, q);
+}
+
 /* The configured tiers, for a 400: in the message for people and as an array for scripts. */
 static void
 admin_bad_tier(struct exchange *x, const struct config *cfg)
 {
 	char names[400], valid[400], msg[480], extra[420];
-	size_t o = 0, v = 0;
 
-	names[0] = valid[0] = '\0';
-	for (int i = 0; i < cfg->ntiers && o < sizeof(names) && v < sizeof(valid); i++) {
-		o += (size_t)snprintf(names + o, sizeof(names) - o, "%s%s", i ? ", " : "",
-		                      cfg->tiers[i].name);
-		v += (size_t)snprintf(valid + v, sizeof(valid) - v, "%s\"%s\"", i ? "," : "",
-		                      cfg->tiers[i].name);
-	}
+	admin_tier_names(cfg, ", ", "", names, sizeof(names));
+	admin_tier_names(cfg, ",", "\"", valid, sizeof(valid));
 	snprintf(msg, sizeof(msg), "tier must be a configured tier: %s.", names);
 	snprintf(extra, sizeof(extra), "\"valid\":[%s]", valid);
 	respond_error(x, 400, "invalid_request", msg, NULL, extra);
@@ -1181,8 +1210,9 @@ admin_logs_run(struct job *j, struct store *st)
 	api_util_set_object(j, 200, o, 500);
 }
 
-int
-api_admin_parse_limit(const struct exchange *x, int *limit)
+/* ?limit=N: 1.., at most ADMIN_LOGS_MAX; absent: ADMIN_LOGS_DEFAULT. 0, or -1 when bad. */
+static int
+admin_parse_limit(const struct exchange *x, int *limit)
 {
 	const struct http_msg *m = &x->req;
 	const char *q = x->in.data + m->target_off + m->path_len;
@@ -1221,11 +1251,76 @@ api_admin_logs(struct exchange *x)
 	struct admin_req *a;
 	int limit;
 
-	if (api_admin_parse_limit(x, &limit) != 0) {
+	if (admin_parse_limit(x, &limit) != 0) {
 		admin_bad_request(x, "limit must be a whole number from 1 to 1000.");
 		return;
 	}
 	a = admin_req_new(x);
 	a->limit = limit;
 	admin_submit(x, a, admin_logs_run);
+}
+
+/* ---------------------------------------------------------------------------------- */
+/* The control plane (control.c): the same actions, on the caller's thread            */
+/* ---------------------------------------------------------------------------------- */
+
+/* who: "u:ID" or a user id, else a whole key or a key prefix. 0, or -1 after a 400. */
+static int
+admin_control_target(struct job *j, const char *who, struct admin_req *a)
+{
+	const char *id = strncmp(who, "u:", 2) == 0 ? who + 2 : who;
+	size_t n = strlen(who), idn = strlen(id);
+
+	if (idn > 0 && idn <= 15 && strspn(id, "0123456789") == idn &&
+	    (a->user_id = strtoll(id, NULL, 10)) > 0) {
+		a->target = ADMIN_T_USER;
+		return 0;
+	}
+	if (n == 0 || n > ADMIN_API_KEY_MAX || id != who) {
+		jobs_set_error(j, 400, "invalid_request",
+		               "Give an API key, a key prefix or u:USER_ID.");
+		return -1;
+	}
+	auth_sha256_hex(who, n, a->key_hash);
+	if (n < sizeof(a->prefix))
+		util_strlcpy(a->prefix, who, sizeof(a->prefix));
+	a->target = ADMIN_T_KEY_ANY;
+	return 0;
+}
+
+void
+api_admin_control(enum api_admin_op op, const char *actor, const char *who, const char *tier,
+                  const struct config *cfg, struct store *st, struct job *j)
+{
+	static void (*const run[])(struct job *, struct store *) = {
+	    [API_ADMIN_USERS] = admin_users_run,
+	    [API_ADMIN_TIER] = admin_upgrade_run,
+	    [API_ADMIN_BLOCK] = admin_block_key_run,
+	    [API_ADMIN_UNBLOCK] = admin_unblock_key_run,
+	};
+	struct admin_req *a = xcalloc(1, sizeof(*a));
+
+	util_strlcpy(a->actor, actor, sizeof(a->actor));
+	if (op != API_ADMIN_USERS && admin_control_target(j, who, a) != 0)
+		goto out;
+	if (op == API_ADMIN_TIER) {
+		int idx = config_tier_find(cfg, tier);
+
+		if (idx < 0) {
+			char names[400], msg[480];
+
+			admin_tier_names(cfg, ", ", "", names, sizeof(names));
+			snprintf(msg, sizeof(msg), "tier must be a configured tier: %s.", names);
+			jobs_set_error(j, 400, "invalid_request", msg);
+			goto out;
+		}
+		util_strlcpy(a->tier, cfg->tiers[idx].name, sizeof(a->tier));
+		memcpy(a->tiers, cfg->tiers, sizeof(a->tiers));
+		a->ntiers = cfg->ntiers;
+	}
+	j->arg = a;
+	run[op](j, st);
+	j->arg = NULL;
+out:
+	free(a);
 }

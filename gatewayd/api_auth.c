@@ -439,7 +439,7 @@ api_auth_user_publish(const struct store_user *u)
 	identity_user_put(&iu);
 }
 
-static void
+void
 api_auth_key_publish(const struct store_key *k)
 {
 	struct identity_key ik;
@@ -623,6 +623,31 @@ api_auth_create_key(struct store *st, char key[API_AUTH_KEY_LEN + 1], struct sto
 			break;
 	}
 	return s;
+}
+
+_Static_assert(API_AUTH_KEY_LEN + 1 <= API_AUTH_NEW_KEY_MAX, "key buffer");
+
+int
+api_auth_key_new(struct store *st, char key[API_AUTH_NEW_KEY_MAX], struct store_key *k)
+{
+	return api_auth_create_key(st, key, k);
+}
+
+int
+api_auth_key_rotate(struct store *st, struct store_key *old, char key[API_AUTH_NEW_KEY_MAX],
+                    struct store_key *k, int64_t now)
+{
+	int64_t old_exp = now + API_AUTH_KEY_GRACE;
+
+	memset(k, 0, sizeof(*k));
+	util_strlcpy(k->tier, old->tier, sizeof(k->tier));
+	k->user_id = old->user_id;
+	if (old->expires_at != 0 && old->expires_at < old_exp)
+		old_exp = old->expires_at;
+	if (api_auth_create_key(st, key, k) != 0 || store_key_set_expiry(st, old->hash, old_exp) != 0)
+		return -1;
+	old->expires_at = old_exp;
+	return 0;
 }
 
 /* --- login throttling ------------------------------------------------------------------ */
@@ -1128,8 +1153,8 @@ static void
 api_auth_keys_rotate_run(struct job *j, struct store *st)
 {
 	struct api_auth_req *r = j->arg;
-	int64_t now = (int64_t)time(NULL), old_exp = now + API_AUTH_KEY_GRACE;
-	char hash[STORE_HASH_MAX], key[API_AUTH_KEY_LEN + 1];
+	int64_t now = (int64_t)time(NULL);
+	char hash[STORE_HASH_MAX], key[API_AUTH_NEW_KEY_MAX];
 	struct store_key old, k;
 	cJSON *o;
 	int s, mine;
@@ -1156,26 +1181,19 @@ api_auth_keys_rotate_run(struct job *j, struct store *st)
 		jobs_set_error(j, 404, "not_found", "No such API key.");
 		return;
 	}
-	memset(&k, 0, sizeof(k));
-	util_strlcpy(k.tier, old.tier, sizeof(k.tier));
-	k.user_id = old.user_id;
-	if (old.expires_at != 0 && old.expires_at < old_exp)
-		old_exp = old.expires_at;
 	/* the successor and the old key's end of grace land together */
-	if (api_auth_create_key(st, key, &k) != 0 ||
-	    store_key_set_expiry(st, old.hash, old_exp) != 0 || store_commit(st) != 0) {
+	if (api_auth_key_rotate(st, &old, key, &k, now) != 0 || store_commit(st) != 0) {
 		explicit_bzero(key, sizeof(key));
 		api_auth_abort(j, st, "rotate key");
 		return;
 	}
-	old.expires_at = old_exp;
 	api_auth_key_publish(&k);
 	api_auth_key_publish(&old);
 	o = cJSON_CreateObject();
 	cJSON_AddStringToObject(o, "api_key", key);
 	cJSON_AddStringToObject(o, "prefix", k.prefix);
 	cJSON_AddStringToObject(o, "tier", k.tier);
-	cJSON_AddNumberToObject(o, "previous_expires_at", (double)old_exp);
+	cJSON_AddNumberToObject(o, "previous_expires_at", (double)old.expires_at);
 	explicit_bzero(key, sizeof(key));
 	api_util_set_object(j, 201, o, 503);
 }
@@ -1383,14 +1401,14 @@ api_auth_jwks(struct exchange *x)
 
 /* --- GET /usage -------------------------------------------------------------------------- */
 
-void
-api_usage(struct exchange *x)
+cJSON *
+api_usage_object(const struct config *cfg, const struct identity *id, uint64_t now_ms,
+                 struct ratelimit_result *out)
 {
-	const struct identity *id = &x->id;
-	const struct config_tier *t = identify_tier(x->rt->cfg, id);
+	const struct config_tier *t = identify_tier(cfg, id);
 	int64_t now = (int64_t)time(NULL);
 	struct ratelimit_result res;
-	char uid[24], *s;
+	char uid[24];
 	int blocked;
 	cJSON *o;
 
@@ -1398,13 +1416,11 @@ api_usage(struct exchange *x)
 	res.limit = res.remaining = t->rate.count;
 	/* read, not consumed: asking how much is left costs nothing */
 	if (gw.id_limiter != NULL)
-		ratelimit_peek(gw.id_limiter, id->name, strlen(id->name), &t->rate, x->w->now_ms,
-		               &res);
+		ratelimit_peek(gw.id_limiter, id->name, strlen(id->name), &t->rate, now_ms, &res);
 	snprintf(uid, sizeof(uid), "%lld", (long long)id->user_id);
 	blocked = (id->kind == IDENTITY_KEY && identity_blocked("key", id->key_hash, now)) ||
 	          (id->user_id > 0 && identity_blocked("user", uid, now)) ||
 	          identity_banned(id->name, now) > 0;
-	identify_rate_info(x, &res, &t->rate);
 	o = cJSON_CreateObject();
 	cJSON_AddStringToObject(o, "tier", t->name);
 	cJSON_AddNumberToObject(o, "limit", (double)t->rate.count);
@@ -1414,6 +1430,20 @@ api_usage(struct exchange *x)
 	/* requests through routes since start-up (built-in endpoints are not counted) */
 	cJSON_AddNumberToObject(o, "total_requests", (double)identity_count_get(id->name));
 	cJSON_AddBoolToObject(o, "blocked", blocked);
+	if (out != NULL)
+		*out = res;
+	return o;
+}
+
+void
+api_usage(struct exchange *x)
+{
+	const struct config_tier *t = identify_tier(x->rt->cfg, &x->id);
+	struct ratelimit_result res;
+	cJSON *o = api_usage_object(x->rt->cfg, &x->id, x->w->now_ms, &res);
+	char *s;
+
+	identify_rate_info(x, &res, &t->rate);
 	s = cJSON_PrintUnformatted(o);
 	cJSON_Delete(o);
 	if (s == NULL) {

@@ -10,6 +10,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "api.h"
 #include "auth.h"
 #include "balance.h"
 #include "cidr.h"
@@ -17,12 +18,15 @@
 #include "control.h"
 #include "gw.h"
 #include "identity.h"
+#include "jobs.h"
 #include "ipc.h"
 #include "log.h"
 #include "proto.h"
 #include "stats.h"
 #include "store.h"
 #include "util.h"
+#include "worker.h"
+#include "xmalloc.h"
 
 /*
  * One thread answers every request in turn: the commands are short (a snapshot of
@@ -36,6 +40,7 @@
 #define CONTROL_POLL_MS 200
 #define CONTROL_ACTOR "gatectl"
 #define CONTROL_DURATION_MAX_S (10LL * 366 * 86400)
+#define CONTROL_CONFIG_MAX (4 * 1024 * 1024) /* as config.c reads at most */
 
 static struct {
 	nng_socket sock;
@@ -94,7 +99,7 @@ control_backends(const struct proto_request *q, struct control_reply *r)
 static void
 control_strategy(const struct proto_request *q, struct control_reply *r)
 {
-	if (q->argc == 1) {
+	if (q->argv[0] != NULL) {
 		int st = balance_strategy_from_name(q->argv[0]);
 
 		if (st < 0) {
@@ -117,18 +122,6 @@ control_strategy(const struct proto_request *q, struct control_reply *r)
 	r->ok = proto_reply_ok();
 	cJSON_AddStringToObject(r->ok, "strategy",
 	                        balance_strategy_name(atomic_load(&gw.strategy)));
-}
-
-static void
-control_reload(const struct proto_request *q, struct control_reply *r)
-{
-	/* the main thread reloads on SIGHUP; its log says whether the new file was taken */
-	if (kill(getpid(), SIGHUP) != 0) {
-		control_fail(r, "cannot signal the main thread");
-		return;
-	}
-	r->ok = proto_reply_ok();
-	cJSON_AddStringToObject(r->ok, "reload", "requested");
 }
 
 /* Runs one change with its audit row in a transaction. 0, or -1 with r->error set. */
@@ -158,98 +151,345 @@ control_commit(struct control_reply *r, const char *action, const char *target, 
 	return 0;
 }
 
-/* The stored key of a whole API key into *k. 0, or -1 with r->error set. */
+/* A store_key found by the whole key or its prefix (api_admin_key_lookup's rules). */
 static int
-control_key_find(const char *key, struct store_key *k, struct control_reply *r)
+control_key_find(const char *who, struct store_key *k, struct control_reply *r)
 {
-	char hash[65];
-	int rv;
+	int rv = api_admin_key_lookup(control.st, who, k);
 
-	auth_sha256_hex(key, strlen(key), hash);
-	rv = store_key_by_hash(control.st, hash, k);
 	if (rv == 0)
 		return 0;
 	store_rollback(control.st);
 	if (rv == STORE_NOTFOUND)
 		control_fail(r, "no such API key");
+	else if (rv > 0)
+		control_fail(r, "several keys have the prefix %s; give the whole key", who);
+	else
+		control_fail(r, "the identity store is unavailable: %s", store_error(control.st));
+	return -1;
+}
+
+/* The answer of an api_admin.c action into r: its object's members, or its message. */
+static void
+control_from_job(struct job *j, struct control_reply *r)
+{
+	cJSON *o = j->body != NULL ? cJSON_Parse(j->body) : NULL, *it;
+
+	if (j->status >= 300 || o == NULL) {
+		const cJSON *m = cJSON_GetObjectItemCaseSensitive(o, "message");
+
+		control_fail(r, "%s", cJSON_IsString(m) ? m->valuestring : "failed");
+	} else {
+		r->ok = proto_reply_ok();
+		/* {"ok":true,...} or {"users":...}: every member but "ok" */
+		while ((it = o->child) != NULL) {
+			cJSON_DetachItemViaPointer(o, it);
+			if (strcmp(it->string, "ok") == 0)
+				cJSON_Delete(it);
+			else
+				cJSON_AddItemToObject(r->ok, it->string, it);
+		}
+	}
+	cJSON_Delete(o);
+	free(j->body);
+}
+
+static void
+control_admin(enum api_admin_op op, const char *who, const char *tier, struct control_reply *r)
+{
+	struct runtime *rt = runtime_acquire();
+	struct job j;
+
+	memset(&j, 0, sizeof(j));
+	api_admin_control(op, CONTROL_ACTOR, who, tier, rt->cfg, control.st, &j);
+	runtime_unref(rt);
+	control_from_job(&j, r);
+}
+
+static void
+control_block(const struct proto_request *q, struct control_reply *r)
+{
+	control_admin(API_ADMIN_BLOCK, q->argv[0], NULL, r);
+}
+
+static void
+control_unblock(const struct proto_request *q, struct control_reply *r)
+{
+	control_admin(API_ADMIN_UNBLOCK, q->argv[0], NULL, r);
+}
+
+static void
+control_tier(const struct proto_request *q, struct control_reply *r)
+{
+	control_admin(API_ADMIN_TIER, q->argv[0], q->argv[1], r);
+}
+
+static void
+control_users(const struct proto_request *q, struct control_reply *r)
+{
+	control_admin(API_ADMIN_USERS, "", NULL, r);
+}
+
+/* A key of /admin/users for "keys list": its owner and state added. */
+static void
+control_key_row(cJSON *keys, cJSON *k, const cJSON *user, int64_t now)
+{
+	const cJSON *exp = cJSON_GetObjectItemCaseSensitive(k, "expires_at");
+	const char *state = "active";
+
+	if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(k, "revoked")))
+		state = "revoked";
+	else if (cJSON_IsNumber(exp) && exp->valuedouble <= (double)now)
+		state = "expired";
+	else if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(k, "blocked")))
+		state = "blocked";
+	if (user != NULL) {
+		cJSON_AddItemToObject(
+		    k, "user_id",
+		    cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(user, "user_id"), 1));
+		cJSON_AddItemToObject(
+		    k, "email",
+		    cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(user, "email"), 1));
+	} else {
+		cJSON_AddNullToObject(k, "user_id");
+		cJSON_AddNullToObject(k, "email");
+	}
+	cJSON_AddStringToObject(k, "state", state);
+	cJSON_AddItemToArray(keys, k);
+}
+
+/* Every key, one list: the users' keys and the ownerless ones, from /admin/users. */
+static void
+control_keys_list(const struct proto_request *q, struct control_reply *r)
+{
+	int64_t now = (int64_t)time(NULL);
+	cJSON *users, *legacy, *keys, *u, *k;
+
+	control_admin(API_ADMIN_USERS, "", NULL, r);
+	if (r->ok == NULL)
+		return;
+	users = cJSON_DetachItemFromObjectCaseSensitive(r->ok, "users");
+	legacy = cJSON_DetachItemFromObjectCaseSensitive(r->ok, "legacy_keys");
+	keys = cJSON_AddArrayToObject(r->ok, "keys");
+	cJSON_ArrayForEach(u, users)
+	{
+		cJSON *uk = cJSON_GetObjectItemCaseSensitive(u, "keys");
+
+		while (uk != NULL && (k = uk->child) != NULL)
+			control_key_row(keys, cJSON_DetachItemViaPointer(uk, k), u, now);
+	}
+	while (legacy != NULL && (k = legacy->child) != NULL)
+		control_key_row(keys, cJSON_DetachItemViaPointer(legacy, k), NULL, now);
+	cJSON_Delete(users);
+	cJSON_Delete(legacy);
+}
+
+/* The tier a new key gets: --tier (a configured one), else its user's, else the lowest. */
+static int
+control_new_key_tier(const char *want, const struct store_user *u, char *tier, size_t len,
+                     struct control_reply *r)
+{
+	struct runtime *rt = runtime_acquire();
+	int idx = want != NULL ? config_tier_find(rt->cfg, want) : 0;
+
+	if (idx >= 0)
+		util_strlcpy(tier, u != NULL && want == NULL ? u->tier : rt->cfg->tiers[idx].name,
+		             len);
+	runtime_unref(rt);
+	if (idx < 0) {
+		control_fail(r, "%s is not a configured tier", want);
+		return -1;
+	}
+	/* an owned key is limited by its user's tier (identify.c): one tier, not two */
+	if (u != NULL && strcmp(tier, u->tier) != 0) {
+		control_fail(r, "a key of user %lld has the user's tier %s; change it with tier",
+		             (long long)u->id, u->tier);
+		return -1;
+	}
+	return 0;
+}
+
+/* "--user ID" into *u (NULL when not given). 0, or -1 with r->error set. */
+static int
+control_key_owner(const char *id, struct store_user *u, struct control_reply *r)
+{
+	char *end;
+	long long v;
+	int rv;
+
+	if (id == NULL)
+		return 0;
+	v = strtoll(id, &end, 10);
+	if (strncmp(id, "u:", 2) == 0)
+		v = strtoll(id + 2, &end, 10);
+	if (*end != '\0' || v <= 0) {
+		control_fail(r, "--user takes a user id, got %s", id);
+		return -1;
+	}
+	if ((rv = store_user_by_id(control.st, v, u)) == 0)
+		return 0;
+	if (rv == STORE_NOTFOUND)
+		control_fail(r, "no such user: %lld", v);
 	else
 		control_fail(r, "the identity store is unavailable: %s", store_error(control.st));
 	return -1;
 }
 
 static void
-control_block(const struct proto_request *q, struct control_reply *r)
+control_keys_create(const struct proto_request *q, struct control_reply *r)
 {
+	const char *user = proto_request_get(q, "user");
+	char key[API_AUTH_NEW_KEY_MAX], target[64], detail[128];
+	struct store_user u;
 	struct store_key k;
-	char target[64];
 
-	if (control_begin(r) != 0 || control_key_find(q->argv[0], &k, r) != 0)
+	memset(&k, 0, sizeof(k));
+	if (control_begin(r) != 0)
 		return;
-	snprintf(target, sizeof(target), "key:%s", k.prefix);
-	if (store_block_set(control.st, "key", k.hash, 0) != 0) {
+	if (control_key_owner(user, &u, r) != 0 ||
+	    control_new_key_tier(proto_request_get(q, "tier"), user != NULL ? &u : NULL, k.tier,
+	                         sizeof(k.tier), r) != 0) {
+		store_rollback(control.st);
+		return;
+	}
+	k.user_id = user != NULL ? u.id : 0;
+	if (api_auth_key_new(control.st, key, &k) != 0) {
 		control_fail(r, "the identity store is unavailable: %s", store_error(control.st));
 		store_rollback(control.st);
 		return;
 	}
-	if (control_commit(r, "block_key", target, "{\"until\":null}") != 0)
+	snprintf(target, sizeof(target), "key:%s", k.prefix);
+	snprintf(detail, sizeof(detail), "{\"tier\":\"%s\",\"user_id\":%lld}", k.tier,
+	         (long long)k.user_id);
+	if (control_commit(r, "create_key", target, detail) != 0) {
+		explicit_bzero(key, sizeof(key));
 		return;
-	identity_block("key", k.hash, 0);
-	log_info("gatectl: %s blocked until removed", target);
+	}
+	api_auth_key_publish(&k);
+	log_info("gatectl: %s created (tier %s, user %lld)", target, k.tier, (long long)k.user_id);
 	r->ok = proto_reply_ok();
-	cJSON_AddStringToObject(r->ok, "blocked", "key");
+	cJSON_AddStringToObject(r->ok, "api_key", key);
 	cJSON_AddStringToObject(r->ok, "prefix", k.prefix);
+	cJSON_AddStringToObject(r->ok, "tier", k.tier);
+	if (k.user_id > 0)
+		cJSON_AddNumberToObject(r->ok, "user_id", (double)k.user_id);
+	explicit_bzero(key, sizeof(key));
+}
+
+/* The key q names, live (not revoked nor expired), in a transaction. 0, or -1. */
+static int
+control_live_key(const struct proto_request *q, struct store_key *k, struct control_reply *r)
+{
+	if (control_begin(r) != 0 || control_key_find(q->argv[0], k, r) != 0)
+		return -1;
+	if (k->revoked || (k->expires_at != 0 && k->expires_at <= (int64_t)time(NULL))) {
+		store_rollback(control.st);
+		control_fail(r, "the key %s is %s", k->prefix, k->revoked ? "revoked" : "expired");
+		return -1;
+	}
+	return 0;
 }
 
 static void
-control_unblock(const struct proto_request *q, struct control_reply *r)
+control_keys_rotate(const struct proto_request *q, struct control_reply *r)
 {
+	char key[API_AUTH_NEW_KEY_MAX], target[64], detail[128];
+	struct store_key old, k;
+
+	if (control_live_key(q, &old, r) != 0)
+		return;
+	if (api_auth_key_rotate(control.st, &old, key, &k, (int64_t)time(NULL)) != 0) {
+		control_fail(r, "the identity store is unavailable: %s", store_error(control.st));
+		store_rollback(control.st);
+		return;
+	}
+	snprintf(target, sizeof(target), "key:%s", old.prefix);
+	snprintf(detail, sizeof(detail), "{\"successor\":\"%s\",\"expires_at\":%lld}", k.prefix,
+	         (long long)old.expires_at);
+	if (control_commit(r, "rotate_key", target, detail) != 0) {
+		explicit_bzero(key, sizeof(key));
+		return;
+	}
+	api_auth_key_publish(&k);
+	api_auth_key_publish(&old);
+	log_info("gatectl: %s rotated to %s", target, k.prefix);
+	r->ok = proto_reply_ok();
+	cJSON_AddStringToObject(r->ok, "api_key", key);
+	cJSON_AddStringToObject(r->ok, "prefix", k.prefix);
+	cJSON_AddStringToObject(r->ok, "tier", k.tier);
+	cJSON_AddStringToObject(r->ok, "previous_prefix", old.prefix);
+	cJSON_AddNumberToObject(r->ok, "previous_expires_at", (double)old.expires_at);
+	explicit_bzero(key, sizeof(key));
+}
+
+static void
+control_keys_revoke(const struct proto_request *q, struct control_reply *r)
+{
+	char target[64];
 	struct store_key k;
-	char target[64], bans[2][40], detail[96];
-	int nbans = 0, cleared = 0, rb, in_memory;
-	int64_t now = (int64_t)time(NULL);
+
+	if (control_live_key(q, &k, r) != 0)
+		return;
+	if (store_key_revoke(control.st, k.hash) != 0) {
+		control_fail(r, "the identity store is unavailable: %s", store_error(control.st));
+		store_rollback(control.st);
+		return;
+	}
+	snprintf(target, sizeof(target), "key:%s", k.prefix);
+	if (control_commit(r, "revoke_key", target, "{}") != 0)
+		return;
+	k.revoked = 1;
+	api_auth_key_publish(&k);
+	log_info("gatectl: %s revoked", target);
+	r->ok = proto_reply_ok();
+	cJSON_AddStringToObject(r->ok, "revoked", k.prefix);
+}
+
+/* The identity a key is limited as (identify.c): its user's, else the key's own. */
+static void
+control_key_identity(const struct store_key *k, struct identity *id)
+{
+	struct identity_user u;
+
+	memset(id, 0, sizeof(*id));
+	id->kind = IDENTITY_KEY;
+	id->user_id = k->user_id;
+	util_strlcpy(id->key_hash, k->hash, sizeof(id->key_hash));
+	util_strlcpy(id->key_prefix, k->prefix, sizeof(id->key_prefix));
+	util_strlcpy(id->tier, k->tier, sizeof(id->tier));
+	if (k->user_id > 0) {
+		if (identity_user_get(k->user_id, &u))
+			util_strlcpy(id->tier, u.tier, sizeof(id->tier));
+		snprintf(id->name, sizeof(id->name), "u:%lld", (long long)k->user_id);
+	} else {
+		snprintf(id->name, sizeof(id->name), "k:%.12s", k->hash);
+	}
+}
+
+static void
+control_usage(const struct proto_request *q, struct control_reply *r)
+{
+	struct runtime *rt;
+	struct identity id;
+	struct store_key k;
+	cJSON *o, *it;
 
 	if (control_begin(r) != 0 || control_key_find(q->argv[0], &k, r) != 0)
 		return;
-	snprintf(target, sizeof(target), "key:%s", k.prefix);
-	/* the progressive-ban names of the key (identify.c): an owned key is banned as its user */
-	snprintf(bans[nbans++], sizeof(bans[0]), "k:%.12s", k.hash);
-	if (k.user_id > 0)
-		snprintf(bans[nbans++], sizeof(bans[0]), "u:%lld", (long long)k.user_id);
-	rb = store_block_remove(control.st, "key", k.hash);
-	if (rb < 0)
-		goto fail;
-	in_memory = identity_blocked("key", k.hash, now);
-	for (int i = 0; i < nbans; i++) {
-		int rn = store_ban_remove(control.st, "identity", bans[i]);
-
-		if (rn < 0)
-			goto fail;
-		if (rn == 0 || identity_banned(bans[i], now) > 0)
-			cleared++;
-	}
-	if (rb == STORE_NOTFOUND && !in_memory && cleared == 0) {
-		store_rollback(control.st);
-		control_fail(r, "this key is not blocked");
-		return;
-	}
-	snprintf(detail, sizeof(detail), "{\"block_removed\":%s,\"bans_cleared\":%d}",
-	         rb == 0 || in_memory ? "true" : "false", cleared);
-	if (control_commit(r, "unblock_key", target, detail) != 0)
-		return;
-	identity_unblock("key", k.hash);
-	for (int i = 0; i < nbans; i++)
-		identity_ban_clear(bans[i]);
-	log_info("gatectl: %s unblocked (%d bans cleared)", target, cleared);
-	r->ok = proto_reply_ok();
-	cJSON_AddStringToObject(r->ok, "unblocked", "key");
-	cJSON_AddStringToObject(r->ok, "prefix", k.prefix);
-	cJSON_AddNumberToObject(r->ok, "bans_cleared", cleared);
-	return;
-fail:
-	control_fail(r, "the identity store is unavailable: %s", store_error(control.st));
 	store_rollback(control.st);
+	control_key_identity(&k, &id);
+	rt = runtime_acquire();
+	o = api_usage_object(rt->cfg, &id, util_now_ms(), NULL);
+	runtime_unref(rt);
+	r->ok = proto_reply_ok();
+	cJSON_AddStringToObject(r->ok, "prefix", k.prefix);
+	cJSON_AddStringToObject(r->ok, "identity", id.name);
+	while ((it = o->child) != NULL) {
+		cJSON_DetachItemViaPointer(o, it);
+		cJSON_AddItemToObject(r->ok, it->string, it);
+	}
+	cJSON_Delete(o);
 }
-
 /* An address or CIDR in canonical text into buf. 0, or -1 with r->error set. */
 static int
 control_parse_ip(const char *s, char *buf, size_t len, struct control_reply *r)
@@ -272,7 +512,7 @@ control_ban(const struct proto_request *q, struct control_reply *r)
 
 	if (control_parse_ip(q->argv[0], ip, sizeof(ip), r) != 0)
 		return;
-	if (q->argc == 2) {
+	if (q->argv[1] != NULL) {
 		uint64_t ms;
 
 		if (conf_parse_duration(q->argv[1], &ms) != 0 || ms == 0) {
@@ -360,14 +600,415 @@ fail:
 	store_rollback(control.st);
 }
 
+/* --- runtime changes: backends, reload, config -------------------------------------- */
+
+/*
+ * A runtime change is a configuration loaded the way a reload loads it: the file, the -d
+ * overrides, and the overrides gatectl added (config set NAME VALUE is NAME=VALUE; a
+ * backend change is the whole backend list as backend=... overrides). So the parser
+ * validates every change with its own messages, a refused change leaves everything as it
+ * was, and the changes survive `reload` (not a restart, like -d).
+ *
+ * The new runtime is built and published from this thread; runtime_build carries over
+ * every backend of the same id and address (health, circuit, drain state, pools). A
+ * SIGHUP reload racing with a gatectl change may publish over it; both read
+ * gw.overrides, which is therefore replaced and never freed (it grows by a few lines
+ * per operator action).
+ */
+
+/* The overrides with every NAME= entry replaced by adds[] (owned by the new array). */
+static char **
+control_overrides(const char *name, char *const *adds, int nadds)
+{
+	size_t n = strlen(name), k = 0, cnt = 0;
+	char **ov;
+
+	while (gw.overrides != NULL && gw.overrides[cnt] != NULL)
+		cnt++;
+	ov = xcalloc(cnt + (size_t)nadds + 1, sizeof(*ov));
+	for (size_t i = 0; i < cnt; i++)
+		if (!(strncmp(gw.overrides[i], name, n) == 0 && gw.overrides[i][n] == '='))
+			ov[k++] = gw.overrides[i];
+	for (int i = 0; i < nadds; i++)
+		ov[k++] = adds[i];
+	return ov;
+}
+
+/* Loads the configuration with overrides ov and runs it. 0 (ov kept as gw.overrides), or
+ * -1 with the parser's message (ov freed, and the strings of adds). */
+static int
+control_apply(char **ov, char *const *adds, int nadds, int take_strategy, struct control_reply *r)
+{
+	char err[1024];
+	struct config *cfg = config_load(gw.config_path, ov, err, sizeof(err));
+	struct runtime *old, *rt;
+
+	if (cfg == NULL) {
+		control_fail(r, "refused, nothing changed: %s", err);
+		for (int i = 0; i < nadds; i++)
+			free(adds[i]);
+		free(ov);
+		return -1;
+	}
+	old = runtime_acquire();
+	if (cfg->nlistens != old->cfg->nlistens)
+		log_warnx("gatectl: listen lines changed; they take effect at the next restart");
+	rt = runtime_build(cfg, old);
+	runtime_unref(old);
+	if (take_strategy)
+		atomic_store(&gw.strategy, cfg->strategy);
+	gw.overrides = ov;
+	runtime_publish(rt);
+	worker_notify_all();
+	return 0;
+}
+
+/* The reply of a runtime change: the running configuration's summary. */
+static void
+control_applied(struct control_reply *r)
+{
+	struct runtime *rt = runtime_acquire();
+
+	r->ok = proto_reply_ok();
+	cJSON_AddNumberToObject(r->ok, "backends", rt->nbackends);
+	cJSON_AddStringToObject(r->ok, "strategy",
+	                        balance_strategy_name(atomic_load(&gw.strategy)));
+	runtime_unref(rt);
+}
+
+static void
+control_audit(const char *action, const char *target, const char *detail)
+{
+	if (control.st != NULL &&
+	    store_audit(control.st, CONTROL_ACTOR, action, target, detail) != 0)
+		log_warnx("gatectl %s: audit row not written: %s", action, store_error(control.st));
+}
+
+static void
+control_reload(const struct proto_request *q, struct control_reply *r)
+{
+	if (control_apply(control_overrides("", NULL, 0), NULL, 0, 1, r) != 0)
+		return;
+	control_audit("reload", gw.config_path, NULL);
+	log_info("configuration reloaded by gatectl");
+	control_applied(r);
+	cJSON_AddStringToObject(r->ok, "reload", "done");
+}
+
+/* A backend as an override: "backend=ID HOST:PORT weight=N max_conns=N [dc=NAME]". */
+static char *
+control_backend_line(const char *id, const char *host, unsigned port, int weight, int max_conns,
+                     const char *dc)
+{
+	char buf[512];
+
+	snprintf(buf, sizeof(buf),
+	         strchr(host, ':') != NULL ? "backend=%s [%s]:%u weight=%d"
+	                                   : "backend=%s %s:%u weight=%d",
+	         id, host, port, weight);
+	if (max_conns > 0)
+		snprintf(buf + strlen(buf), sizeof(buf) - strlen(buf), " max_conns=%d", max_conns);
+	if (dc != NULL && dc[0] != '\0')
+		snprintf(buf + strlen(buf), sizeof(buf) - strlen(buf), " dc=%s", dc);
+	return xstrdup(buf);
+}
+
+/*
+ * The running backends as override lines, but the one called id removed (remove),
+ * given a new weight (weight > 0), or a new one appended (add: line). The count, or -1
+ * with r->error set when id is absent (or present, for add).
+ */
+static int
+control_backend_lines(const char *id, int remove, int weight, char *add, char ***out,
+                      struct control_reply *r)
+{
+	struct runtime *rt = runtime_acquire();
+	const struct config *c = rt->cfg;
+	int n = 0, found = 0;
+	char **lines = xcalloc((size_t)c->nbackends + 1, sizeof(*lines));
+
+	for (int i = 0; i < c->nbackends; i++) {
+		const struct config_backend *b = &c->backends[i];
+		int is = strcmp(b->id, id) == 0;
+
+		found |= is;
+		if (is && remove)
+			continue;
+		lines[n++] = control_backend_line(b->id, b->host, b->port,
+		                                  is && weight > 0 ? weight : b->weight,
+		                                  b->max_conns, b->dc);
+	}
+	runtime_unref(rt);
+	if (add != NULL && !found)
+		lines[n++] = add;
+	/* no override lines would mean "the file's backends": refused as the parser would */
+	if (found == (add != NULL) || n == 0) {
+		if (n == 0)
+			control_fail(r, "refused, nothing changed: at least one 'backend' is required");
+		else
+			control_fail(r, found ? "backend %s exists" : "no backend %s", id);
+		for (int i = 0; i < n; i++)
+			free(lines[i]);
+		free(lines);
+		free(add);
+		return -1;
+	}
+	*out = lines;
+	return n;
+}
+
+/* Runs the backend list lines (consumed); audits action on backend id. */
+static void
+control_backends_apply(char **lines, int n, const char *action, const char *id,
+                       struct control_reply *r)
+{
+	char target[96];
+
+	if (control_apply(control_overrides("backend", lines, n), lines, n, 0, r) != 0) {
+		free(lines);
+		return;
+	}
+	free(lines);
+	snprintf(target, sizeof(target), "backend:%s", id);
+	control_audit(action, target, NULL);
+	log_info("gatectl: %s %s", action, target);
+	control_applied(r);
+	cJSON_AddStringToObject(r->ok, "backend", id);
+}
+
+static void
+control_backend_add(const struct proto_request *q, struct control_reply *r)
+{
+	const char *w = proto_request_get(q, "weight"), *dc = proto_request_get(q, "dc");
+	char line[700], **lines;
+	int n;
+
+	/* checked by the parser, with its messages, as a line of the file would be */
+	snprintf(line, sizeof(line), "backend=%s %s%s%s%s%s", q->argv[0], q->argv[1],
+	         w != NULL ? " weight=" : "", w != NULL ? w : "", dc != NULL ? " dc=" : "",
+	         dc != NULL ? dc : "");
+	if (strchr(q->argv[0], ' ') != NULL || strchr(q->argv[1], ' ') != NULL ||
+	    (w != NULL && strchr(w, ' ') != NULL) || (dc != NULL && strchr(dc, ' ') != NULL)) {
+		control_fail(r, "arguments may not contain blanks");
+		return;
+	}
+	if ((n = control_backend_lines(q->argv[0], 0, 0, xstrdup(line), &lines, r)) < 0)
+		return;
+	control_backends_apply(lines, n, "backend_add", q->argv[0], r);
+}
+
+static void
+control_backend_remove(const struct proto_request *q, struct control_reply *r)
+{
+	char **lines;
+	int n = control_backend_lines(q->argv[0], 1, 0, NULL, &lines, r);
+
+	if (n >= 0)
+		control_backends_apply(lines, n, "backend_remove", q->argv[0], r);
+}
+
+static void
+control_backend_weight(const struct proto_request *q, struct control_reply *r)
+{
+	char **lines, *end;
+	long w = strtol(q->argv[1], &end, 10);
+	int n;
+
+	if (*end != '\0' || w < 1 || w > 1000) {
+		control_fail(r, "weight must be 1..1000, got %s", q->argv[1]);
+		return;
+	}
+	if ((n = control_backend_lines(q->argv[0], 0, (int)w, NULL, &lines, r)) >= 0)
+		control_backends_apply(lines, n, "backend_weight", q->argv[0], r);
+	if (r->ok != NULL)
+		cJSON_AddNumberToObject(r->ok, "weight", (double)w);
+}
+
+/* drain and enable: the backend object's admin state, which reloads carry over. */
+static void
+control_backend_state(const struct proto_request *q, struct control_reply *r, int state)
+{
+	struct runtime *rt = runtime_acquire();
+	struct backend *b = NULL;
+	char target[96];
+
+	for (int i = 0; i < rt->nbackends && b == NULL; i++)
+		if (strcmp(rt->backends[i]->id, q->argv[0]) == 0)
+			b = rt->backends[i];
+	if (b == NULL) {
+		runtime_unref(rt);
+		control_fail(r, "no backend %s", q->argv[0]);
+		return;
+	}
+	atomic_store(&b->admin, state);
+	runtime_unref(rt);
+	snprintf(target, sizeof(target), "backend:%s", q->argv[0]);
+	control_audit(state == BACKEND_DRAINING ? "backend_drain" : "backend_enable", target, NULL);
+	log_info("gatectl: %s %s", target, backend_admin_name(state));
+	r->ok = proto_reply_ok();
+	cJSON_AddStringToObject(r->ok, "backend", q->argv[0]);
+	cJSON_AddStringToObject(r->ok, "state", backend_admin_name(state));
+}
+
+static void
+control_backend_drain(const struct proto_request *q, struct control_reply *r)
+{
+	control_backend_state(q, r, BACKEND_DRAINING);
+}
+
+static void
+control_backend_enable(const struct proto_request *q, struct control_reply *r)
+{
+	control_backend_state(q, r, BACKEND_ENABLED);
+}
+
+/* 1 when name is a directive word: [a-z_], as the parser's table spells them. */
+static int
+control_directive_name(const char *name)
+{
+	size_t n = strlen(name);
+
+	return n > 0 && n < 64 && strspn(name, "abcdefghijklmnopqrstuvwxyz_") == n;
+}
+
+static void
+control_config_set(const struct proto_request *q, struct control_reply *r)
+{
+	char *line, target[96];
+	size_t n;
+
+	if (!control_directive_name(q->argv[0])) {
+		control_fail(r, "%s is not a directive name", q->argv[0]);
+		return;
+	}
+	n = strlen(q->argv[0]) + strlen(q->argv[1]) + 2;
+	line = xmalloc(n);
+	snprintf(line, n, "%s=%s", q->argv[0], q->argv[1]);
+	if (control_apply(control_overrides(q->argv[0], &line, 1), &line, 1,
+	                  strcmp(q->argv[0], "strategy") == 0, r) != 0)
+		return;
+	snprintf(target, sizeof(target), "config:%s", q->argv[0]);
+	control_audit("config_set", target, NULL);
+	log_info("gatectl: config set %s %s", q->argv[0], q->argv[1]);
+	control_applied(r);
+	cJSON_AddStringToObject(r->ok, "name", q->argv[0]);
+	cJSON_AddStringToObject(r->ok, "value", q->argv[1]);
+}
+
+/* The lines of directive name in text (overridden ones skipped) into arr. */
+static void
+control_config_lines(const char *text, const char *name, cJSON *arr)
+{
+	size_t n = strlen(name);
+
+	for (const char *l = text; *l != '\0';) {
+		const char *e = strchr(l, '\n');
+		size_t len = e != NULL ? (size_t)(e - l) : strlen(l);
+
+		l += strspn(l, " \t");
+		if (strncmp(l, name, n) == 0 && (l[n] == ' ' || l[n] == '\t')) {
+			char *s = xstrndup(l, len - (size_t)(l - (e != NULL ? e - len : l)));
+
+			s[strcspn(s, "#")] = '\0';
+			cJSON_AddItemToArray(arr, cJSON_CreateString(s));
+			free(s);
+		}
+		l = e != NULL ? e + 1 : l + strlen(l);
+	}
+}
+
+/* The text of the configuration file (the embedded default without -c); free() it. */
+static char *
+control_config_text(void)
+{
+	FILE *f;
+	char *buf;
+	size_t n;
+
+	if (gw.config_path == NULL)
+		return xstrdup(config_default_text);
+	if ((f = fopen(gw.config_path, "r")) == NULL)
+		return NULL;
+	buf = xmalloc(CONTROL_CONFIG_MAX + 1);
+	n = fread(buf, 1, CONTROL_CONFIG_MAX, f);
+	buf[n] = '\0';
+	fclose(f);
+	return buf;
+}
+
+/*
+ * config get: the lines that define name in the running configuration (the -d and
+ * gatectl overrides, else the file's lines); none means the built-in default.
+ * strategy and backend are read from the running gateway, as they change live.
+ */
+static void
+control_config_get(const struct proto_request *q, struct control_reply *r)
+{
+	const char *name = q->argv[0], *source = "file";
+	size_t n = strlen(name);
+	cJSON *lines;
+	char *text;
+
+	if (!control_directive_name(name)) {
+		control_fail(r, "%s is not a directive name", name);
+		return;
+	}
+	r->ok = proto_reply_ok();
+	cJSON_AddStringToObject(r->ok, "name", name);
+	lines = cJSON_AddArrayToObject(r->ok, "lines");
+	if (strcmp(name, "strategy") == 0) {
+		char s[64];
+
+		snprintf(s, sizeof(s), "strategy %s",
+		         balance_strategy_name(atomic_load(&gw.strategy)));
+		cJSON_AddItemToArray(lines, cJSON_CreateString(s));
+		source = "running";
+	}
+	for (int i = 0; cJSON_GetArraySize(lines) == 0 && gw.overrides && gw.overrides[i]; i++) {
+		if (strncmp(gw.overrides[i], name, n) == 0 && gw.overrides[i][n] == '=') {
+			char *s = xstrdup(gw.overrides[i]);
+
+			s[n] = ' ';
+			cJSON_AddItemToArray(lines, cJSON_CreateString(s));
+			free(s);
+			source = "override";
+		}
+	}
+	if (cJSON_GetArraySize(lines) == 0 && (text = control_config_text()) != NULL) {
+		control_config_lines(text, name, lines);
+		free(text);
+	}
+	if (cJSON_GetArraySize(lines) == 0)
+		source = "default";
+	cJSON_AddStringToObject(r->ok, "source", source);
+}
+
 typedef void (*control_fn)(const struct proto_request *, struct control_reply *);
 
-/* Indexed by enum proto_handler. */
-static const control_fn control_handlers[] = {
-    [PROTO_STATUS] = control_status,     [PROTO_BACKENDS] = control_backends,
-    [PROTO_STRATEGY] = control_strategy, [PROTO_RELOAD] = control_reload,
-    [PROTO_BLOCK] = control_block,       [PROTO_UNBLOCK] = control_unblock,
-    [PROTO_BAN] = control_ban,           [PROTO_UNBAN] = control_unban,
+/* Indexed by enum proto_handler; NULL: not in this build (answered as such). */
+static const control_fn control_handlers[PROTO_NHANDLERS] = {
+    [PROTO_STATUS] = control_status,
+    [PROTO_BACKENDS] = control_backends,
+    [PROTO_STRATEGY] = control_strategy,
+    [PROTO_RELOAD] = control_reload,
+    [PROTO_BLOCK] = control_block,
+    [PROTO_UNBLOCK] = control_unblock,
+    [PROTO_BAN] = control_ban,
+    [PROTO_UNBAN] = control_unban,
+    [PROTO_USERS] = control_users,
+    [PROTO_USAGE] = control_usage,
+    [PROTO_TIER] = control_tier,
+    [PROTO_KEYS_LIST] = control_keys_list,
+    [PROTO_KEYS_CREATE] = control_keys_create,
+    [PROTO_KEYS_ROTATE] = control_keys_rotate,
+    [PROTO_KEYS_REVOKE] = control_keys_revoke,
+    [PROTO_BACKEND_ADD] = control_backend_add,
+    [PROTO_BACKEND_REMOVE] = control_backend_remove,
+    [PROTO_BACKEND_DRAIN] = control_backend_drain,
+    [PROTO_BACKEND_ENABLE] = control_backend_enable,
+    [PROTO_BACKEND_WEIGHT] = control_backend_weight,
+    [PROTO_CONFIG_GET] = control_config_get,
+    [PROTO_CONFIG_SET] = control_config_set,
 };
 
 /* The reply text to one request; the caller frees it with cJSON_free(). */
@@ -381,7 +1022,10 @@ control_answer(const char *buf, size_t len)
 	memset(&r, 0, sizeof(r));
 	if (proto_request_decode(buf, len, &q, r.error, sizeof(r.error)) != 0)
 		return proto_reply_error(r.error);
-	control_handlers[q.cmd->handler](&q, &r);
+	if (control_handlers[q.cmd->handler] != NULL)
+		control_handlers[q.cmd->handler](&q, &r);
+	else
+		control_fail(&r, "%s is not available in this build", q.cmd->name);
 	proto_request_free(&q);
 	if (r.ok == NULL)
 		return proto_reply_error(r.error[0] ? r.error : "failed");
