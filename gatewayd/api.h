@@ -32,6 +32,10 @@ void api_metrics(struct exchange *x); /* GET /metrics, Prometheus text 0.0.4 */
 /* api_admin.c (admin) */
 void api_change_strategy(struct exchange *x);
 void api_admin_users(struct exchange *x);
+/* ?limit=N of /logs and /admin/logs: 1..1000, absent 100. 0, or -1 when bad. */
+int api_admin_parse_limit(const struct exchange *x, int *limit);
+/* GET /logs: the newest access-log entries (accesslog.c's ring). */
+void api_logs(struct exchange *x);
 void api_admin_upgrade_tier(struct exchange *x);
 void api_admin_block_key(struct exchange *x);
 void api_admin_unblock_key(struct exchange *x);

@@ -1210,9 +1210,8 @@ admin_logs_run(struct job *j, struct store *st)
 	api_util_set_object(j, 200, o, 500);
 }
 
-/* ?limit=N: 1.., at most ADMIN_LOGS_MAX; absent: ADMIN_LOGS_DEFAULT. 0, or -1 when bad. */
-static int
-admin_parse_limit(const struct exchange *x, int *limit)
+int
+api_admin_parse_limit(const struct exchange *x, int *limit)
 {
 	const struct http_msg *m = &x->req;
 	const char *q = x->in.data + m->target_off + m->path_len;
@@ -1251,7 +1250,7 @@ api_admin_logs(struct exchange *x)
 	struct admin_req *a;
 	int limit;
 
-	if (admin_parse_limit(x, &limit) != 0) {
+	if (api_admin_parse_limit(x, &limit) != 0) {
 		admin_bad_request(x, "limit must be a whole number from 1 to 1000.");
 		return;
 	}

@@ -24,12 +24,7 @@
 #include "util.h"
 #include "xmalloc.h"
 
-/*
- * SPEC section 2's embedded default, minus what this version cannot honour yet; each
- * line returns with its feature:
- *   cache ttl=30s max_memory=64mb                     - with the response cache
- *   route / auth=none cache=on (here without cache=on) - with the response cache
- */
+/* SPEC section 2's embedded default. */
 const char config_default_text[] = "listen 0.0.0.0:8080\n"
                                    "database sqlite:gatewayd.db\n"
                                    "strategy round_robin\n"
@@ -39,9 +34,10 @@ const char config_default_text[] = "listen 0.0.0.0:8080\n"
                                    "datacenter us-east lat=39.04 lon=-77.49\n"
                                    "datacenter eu-west lat=53.35 lon=-6.26\n"
                                    "datacenter ap-south lat=1.35 lon=103.82\n"
+                                   "cache ttl=30s max_memory=64mb\n"
                                    "route /api/v2/premium auth=jwt min_tier=premium\n"
                                    "route /api/v2/ auth=jwt\n"
-                                   "route / auth=none\n";
+                                   "route / auth=none cache=on\n";
 
 #define CONFIG_SECOND 1000ULL
 #define CONFIG_DUR_MAX (365ULL * 24 * 3600 * CONFIG_SECOND)
@@ -702,6 +698,7 @@ static const struct config_opt config_route_opts[] = {
 	{"auth", CONFIG_OPT_AUTH, offsetof(struct config_route, auth), 0, 0, 0, 0, 0},
 	{"forward_auth", CONFIG_OPT_BOOL, offsetof(struct config_route, forward_auth), 0, 0, 0, 0, 0},
 	{"cache", CONFIG_OPT_BOOL, offsetof(struct config_route, cache), 0, 0, 0, 0, 0},
+	{"cache_ttl", CONFIG_OPT_DURATION, offsetof(struct config_route, cache_ttl_ms), 1, CONFIG_DUR_MAX, 0, 0, 0},
 	{"min_tier", CONFIG_OPT_NAME, offsetof(struct config_route, min_tier), 0, CONFIG_NAME_MAX, 0, 0, 0},
 	{.key = NULL},
 };
@@ -721,9 +718,8 @@ config_dir_route(struct config_parser *p, const struct config_directive *d, char
 	if (r.auth == CONFIG_AUTH_OFF && r.min_tier[0] != '\0')
 		return config_error(p, "route: min_tier= needs an identity, and auth=off never "
 		                       "looks at credentials");
-	/* Accepted by the language, refused until the cache feature lands. */
-	if (r.cache)
-		return config_error(p, "route: cache=on is not supported yet");
+	if (r.cache_ttl_ms != 0 && !r.cache)
+		return config_error(p, "route: cache_ttl= needs cache=on");
 	r.prefix_len = strlen(r.prefix);
 	for (int i = 0; i < c->nroutes; i++)
 		if (strcmp(c->routes[i].prefix, r.prefix) == 0)
@@ -742,6 +738,20 @@ config_dir_options(struct config_parser *p, const struct config_directive *d, ch
 }
 
 /* Directives with one value on struct config (retries, ip_limit). */
+static int
+config_dir_access_log(struct config_parser *p, const struct config_directive *d, char **argv,
+		      int argc)
+{
+	const char *v = argv[0];
+
+	if (strcmp(v, "off") == 0)
+		v = "";
+	else if (v[0] == '\0' || strlen(v) >= sizeof(p->c->access_log))
+		return config_error(p, "access_log: a file path, stdout or off");
+	util_strlcpy(p->c->access_log, v, sizeof(p->c->access_log));
+	return 0;
+}
+
 static int
 config_dir_value(struct config_parser *p, const struct config_directive *d, char **argv, int argc)
 {
@@ -846,6 +856,12 @@ static const struct config_opt config_circuit_opts[] = {
 static const struct config_opt config_queue_opts[] = {
 	{"max", CONFIG_OPT_INT, CONFIG_AT(queue.max), 0, 1000000, 0, 0, 0},
 	{"timeout", CONFIG_OPT_DURATION, CONFIG_AT(queue.timeout_ms), 1, CONFIG_DUR_MAX, 0, 0, 0},
+	{.key = NULL},
+};
+
+static const struct config_opt config_cache_opts[] = {
+	{"ttl", CONFIG_OPT_DURATION, CONFIG_AT(cache.ttl_ms), 0, CONFIG_DUR_MAX, 0, 0, 0},
+	{"max_memory", CONFIG_OPT_SIZE, CONFIG_AT(cache.max_memory), 64 * CONFIG_KB, 64 * CONFIG_GB, 0, 0, 0},
 	{.key = NULL},
 };
 /* clang-format on */
@@ -989,6 +1005,8 @@ static const struct config_directive config_directives[] = {
 	{.name = "publish", .min_args = 1, .max_args = 1,
 	 .usage = "publish ipc://PATH|tcp://HOST:PORT", .handler = config_dir_value,
 	 .value = &config_publish_value, .schemes = config_nng_schemes},
+	{.name = "access_log", .min_args = 1, .max_args = 1,
+	 .usage = "access_log FILE|stdout|off", .handler = config_dir_access_log},
 	{.name = "database", .min_args = 1, .max_args = 1,
 	 .usage = "database sqlite:PATH|postgresql://...", .handler = config_dir_value,
 	 .value = &config_database_value, .schemes = config_database_schemes},
@@ -1016,7 +1034,9 @@ static const struct config_directive config_directives[] = {
 	{.name = "queue", .min_args = 1, .max_args = -1,
 	 .usage = "queue [max=N] [timeout=D]",
 	 .handler = config_dir_options, .opts = config_queue_opts},
-	CONFIG_LATER("cache"),
+	{.name = "cache", .min_args = 1, .max_args = -1,
+	 .usage = "cache [ttl=D] [max_memory=SIZE]",
+	 .handler = config_dir_options, .opts = config_cache_opts},
 	{.name = "tier", .repeatable = 1, .min_args = 2, .max_args = 2,
 	 .usage = "tier NAME N/DURATION", .handler = config_dir_tier},
 	{.name = "ip_limit", .min_args = 1, .max_args = 1,
@@ -1043,7 +1063,7 @@ static const struct config_directive config_directives[] = {
 	CONFIG_LATER("geo_http"),
 	{.name = "route", .repeatable = 1, .min_args = 1, .max_args = -1,
 	 .usage = "route /PREFIX [auth=off|none|jwt|apikey|any] [min_tier=TIER] "
-	          "[forward_auth=on|off]",
+	          "[forward_auth=on|off] [cache=on|off] [cache_ttl=D]",
 	 .handler = config_dir_route, .opts = config_route_opts},
 };
 /* clang-format on */
@@ -1290,6 +1310,8 @@ config_set_defaults(struct config *c)
 	c->retries = 1;
 	c->queue.max = 1024;
 	c->queue.timeout_ms = 5 * CONFIG_SECOND;
+	c->cache.ttl_ms = 30 * CONFIG_SECOND;
+	c->cache.max_memory = 64 * CONFIG_MB;
 	c->ip_limit.count = 100;
 	c->ip_limit.period_ms = 60 * CONFIG_SECOND;
 	static const struct {

@@ -54,7 +54,8 @@ struct config_route {
 	char prefix[512];
 	size_t prefix_len;
 	enum config_auth auth; /* [none] */
-	int cache;             /* [0]; cache=on refused until the cache issue */
+	int cache;             /* [0] cache=on: responses are cached (cache.h) */
+	uint64_t cache_ttl_ms; /* [0: the cache directive's ttl] cache_ttl= */
 	int forward_auth;      /* [0] */
 	char min_tier[CONFIG_NAME_MAX];
 };
@@ -117,6 +118,11 @@ struct config_queue {
 	uint64_t timeout_ms; /* [5s] */
 };
 
+struct config_cache {
+	uint64_t ttl_ms;     /* [30s] lifetime of responses without freshness information */
+	uint64_t max_memory; /* [64mb] entries, keys, heads and bodies */
+};
+
 struct config {
 	char file[CONFIG_PATH_MAX]; /* "" for the embedded default */
 
@@ -125,6 +131,7 @@ struct config {
 	int workers; /* 0 = auto (number of cores) */
 	char control[256];  /* [ipc:///tmp/gatewayd.ctl] nng REQ/REP (operator tools issue) */
 	char publish[256];  /* [ipc:///tmp/gatewayd.pub] nng PUB */
+	char access_log[CONFIG_PATH_MAX]; /* [off] "", "stdout", or a file path */
 	char database[512]; /* [sqlite:gatewayd.db] (identity issue) */
 
 	int strategy; /* enum balance_strategy */
@@ -141,6 +148,7 @@ struct config {
 	struct config_circuit circuit;
 	int retries; /* [1] */
 	struct config_queue queue;
+	struct config_cache cache;
 
 	struct config_tier tiers[CONFIG_MAX_TIERS]; /* [free basic premium enterprise] */
 	int ntiers;

@@ -2,6 +2,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <time.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,12 +13,14 @@
 #include <event2/event.h>
 #include <openssl/ssl.h>
 
+#include "accesslog.h"
 #include "auth.h"
 #include "control.h"
 #include "gw.h"
 #include "health.h"
 #include "identity.h"
 #include "jobs.h"
+#include "publish.h"
 #include "store.h"
 #include "log.h"
 #include "ratelimit.h"
@@ -200,6 +203,8 @@ gatewayd_reload(void)
 	rt = runtime_build(cfg, old);
 	runtime_unref(old);
 	atomic_store(&gw.strategy, cfg->strategy);
+	accesslog_reconfigure(cfg);
+	accesslog_reopen();
 	runtime_publish(rt);
 	worker_notify_all();
 	health_kick();
@@ -213,6 +218,10 @@ gatewayd_signal(evutil_socket_t sig, short what, void *arg)
 	switch (sig) {
 	case SIGHUP:
 		gatewayd_reload();
+		break;
+	case SIGUSR1: /* logrotate moved the access log away */
+		accesslog_reopen();
+		log_info("SIGUSR1: reopening the access log");
 		break;
 	case SIGTERM:
 	case SIGINT:
@@ -274,8 +283,9 @@ main(int argc, char *argv[])
 	int ch, check = 0, foreground = 0, verbose = 0, noverrides = 0;
 	struct config *cfg;
 	struct runtime *rt;
-	struct event *sigs[4];
-	const int signums[4] = {SIGHUP, SIGTERM, SIGINT, 0};
+	struct event *sigs[5];
+	sigset_t held;
+	const int signums[5] = {SIGHUP, SIGTERM, SIGINT, SIGUSR1, 0};
 
 	static const struct option longopts[] = {
 		{"migrate-status", no_argument, NULL, 'M'},
@@ -338,6 +348,15 @@ main(int argc, char *argv[])
 		return gatewayd_db_command(cfg, migrate_status, yes);
 
 	signal(SIGPIPE, SIG_IGN);
+	/*
+	 * Held until the main loop handles them: a SIGTERM that arrives while the threads
+	 * start must drain, not kill. Every thread started from here inherits the mask, so
+	 * only the main thread ever takes these signals.
+	 */
+	sigemptyset(&held);
+	for (int i = 0; signums[i] != 0; i++)
+		sigaddset(&held, signums[i]);
+	pthread_sigmask(SIG_BLOCK, &held, NULL);
 	SSL_library_init();
 	gw.start_ms = util_now_ms();
 	gw.admin_token = getenv("GATEWAYD_ADMIN_TOKEN");
@@ -371,9 +390,11 @@ main(int argc, char *argv[])
 		log_warnx("%s", err);
 		return 1;
 	}
-	/* Said at every start so that nobody believes it is in use yet. */
-	log_info("publish %s is configured but not opened: it is not part of this version",
-		 cfg->publish);
+	if (publish_start(cfg, err, sizeof(err)) != 0 ||
+	    accesslog_start(cfg, err, sizeof(err)) != 0) {
+		log_warnx("%s", err);
+		return 1;
+	}
 	if (gw.admin_token == NULL)
 		log_info("GATEWAYD_ADMIN_TOKEN is not set: admin endpoints answer 401");
 
@@ -382,11 +403,14 @@ main(int argc, char *argv[])
 		sigs[i] = evsignal_new(main_base, signums[i], gatewayd_signal, NULL);
 		evsignal_add(sigs[i], NULL);
 	}
+	pthread_sigmask(SIG_UNBLOCK, &held, NULL);
 	health_start(main_base);
 	event_base_dispatch(main_base);
 
 	control_stop();
 	worker_stop_all(GATEWAYD_DRAIN_MS);
+	accesslog_stop();
+	publish_stop();
 	jobs_stop();
 	log_info("gatewayd stopped");
 	if (!foreground)

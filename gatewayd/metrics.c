@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "api.h"
+#include "cache.h"
 #include "metrics.h"
 #include "proxy.h"
 #include "util.h"
@@ -43,10 +44,31 @@ metrics_bucket_index(uint64_t us)
 	return i;
 }
 
+int
+metrics_fine_index(uint64_t us)
+{
+	int msb, idx;
+
+	if (us < 4)
+		return (int)us;
+	msb = 63 - __builtin_clzll(us);
+	idx = (msb - 1) * 4 + (int)((us >> (msb - 2)) & 3);
+	return idx < METRICS_FINE ? idx : METRICS_FINE - 1;
+}
+
+uint64_t
+metrics_fine_lower(int idx)
+{
+	if (idx < 4)
+		return (uint64_t)idx;
+	return (uint64_t)(4 + idx % 4) << (idx / 4 - 1);
+}
+
 void
 metrics_observe(struct metrics_worker *m, uint64_t us)
 {
 	metrics_add(&m->hist[metrics_bucket_index(us)], 1);
+	metrics_add(&m->fine[metrics_fine_index(us)], 1);
 	metrics_add(&m->hist_sum_us, us);
 }
 
@@ -350,6 +372,38 @@ metrics_write_gauge(struct mbuf *o, const char *name, const char *help, double v
 	mbuf_printf(o, "%s %.15g\n", name, v);
 }
 
+/* The response cache: results (a proxied request on a route without cache=on is a
+ * bypass too), and what the store holds. */
+static void
+metrics_cache(struct mbuf *o)
+{
+	uint64_t c[CACHE_R_COUNT], entries, bytes, evictions;
+	uint64_t proxied = metrics_worker_sum(offsetof(struct worker, metrics.proxied));
+	uint64_t other;
+
+	cache_counts(c);
+	other = proxied > c[CACHE_R_UPSTREAM] ? proxied - c[CACHE_R_UPSTREAM] : 0;
+	cache_store_usage(&entries, &bytes, &evictions);
+	metrics_head(o, "gatewayd_cache_requests_total", "counter",
+	             "Requests by response cache result.");
+	mbuf_printf(o, "gatewayd_cache_requests_total{result=\"bypass\"} %llu\n",
+	            (unsigned long long)(c[CACHE_R_BYPASS] + other));
+	mbuf_printf(o, "gatewayd_cache_requests_total{result=\"hit\"} %llu\n",
+	            (unsigned long long)c[CACHE_R_HIT]);
+	mbuf_printf(o, "gatewayd_cache_requests_total{result=\"miss\"} %llu\n",
+	            (unsigned long long)c[CACHE_R_MISS]);
+	mbuf_printf(o, "gatewayd_cache_requests_total{result=\"stale\"} %llu\n",
+	            (unsigned long long)c[CACHE_R_STALE]);
+	metrics_write_gauge(o, "gatewayd_cache_entries", "Responses in the cache.",
+	                    (double)entries);
+	metrics_write_gauge(o, "gatewayd_cache_bytes",
+	                    "Bytes the cache holds (entries, keys, heads and bodies).",
+	                    (double)bytes);
+	metrics_head(o, "gatewayd_cache_evictions_total", "counter",
+	             "Entries evicted to stay within max_memory.");
+	mbuf_printf(o, "gatewayd_cache_evictions_total %llu\n", (unsigned long long)evictions);
+}
+
 static void
 metrics_backend_gauges(struct mbuf *o, const struct runtime *rt, const char *name, const char *help,
                        int what)
@@ -425,12 +479,7 @@ metrics_render(const struct runtime *rt, size_t *len)
 	                       "tier", "decision", &s);
 	s.n = 0;
 
-	metrics_head(&o, "gatewayd_cache_requests_total", "counter",
-	             "Requests by cache result (no cache is built: every proxied request "
-	             "bypasses it).");
-	mbuf_printf(
-	    &o, "gatewayd_cache_requests_total{result=\"bypass\"} %llu\n",
-	    (unsigned long long)metrics_worker_sum(offsetof(struct worker, metrics.proxied)));
+	metrics_cache(&o);
 
 	metrics_write_gauge(&o, "gatewayd_queue_depth", "Requests waiting for a backend slot.",
 	                    (double)depth);

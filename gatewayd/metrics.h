@@ -30,6 +30,7 @@ struct exchange;
 #define METRICS_NBUCKETS 13
 extern const uint64_t metrics_bucket_us[METRICS_NBUCKETS];
 
+#define METRICS_FINE 160 /* fine buckets: up to 2^41 us */
 #define METRICS_LABEL_MAX 64 /* CONFIG_NAME_MAX: backend ids, dc and tier names */
 #define METRICS_TABLE_SIZE 256
 
@@ -49,6 +50,8 @@ struct metrics_entry {
 struct metrics_worker {
 	_Atomic uint64_t hist[METRICS_NBUCKETS + 1]; /* not cumulative; last is +Inf */
 	_Atomic uint64_t hist_sum_us;
+	/* log-linear latency buckets (4 per octave) for the live p50/p99 of publish.c */
+	_Atomic uint64_t fine[METRICS_FINE];
 	_Atomic uint64_t proxied; /* responses from a backend (cache result "bypass") */
 	uint32_t nused;           /* owner only */
 	struct metrics_entry tab[METRICS_TABLE_SIZE];
@@ -63,6 +66,9 @@ void metrics_ratelimit(struct worker *w, const char *tier, int allowed);
 
 /* Building blocks, on one struct metrics_worker (for the unit tests). */
 int metrics_bucket_index(uint64_t us);
+/* The fine bucket of us, and the lowest value of a fine bucket. */
+int metrics_fine_index(uint64_t us);
+uint64_t metrics_fine_lower(int idx);
 void metrics_observe(struct metrics_worker *m, uint64_t us);
 void metrics_count(struct metrics_worker *m, int kind, const char *a, const char *b, uint64_t n);
 

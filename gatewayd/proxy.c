@@ -9,6 +9,8 @@
 #include "cidr.h"
 #include "log.h"
 #include "identify.h"
+#include "accesslog.h"
+#include "cache.h"
 #include "proxy.h"
 #include "util.h"
 #include "xmalloc.h"
@@ -416,7 +418,8 @@ proxy_drop_request_header(const struct exchange *x, const struct http_header *h)
 		return x->route != NULL && x->route->auth != CONFIG_AUTH_OFF &&
 		       !x->route->forward_auth;
 	default:
-		return 0;
+		/* a revalidation sends the cache's validators instead of the client's */
+		return x->cache_reval && cache_drop_request_header(x, h);
 	}
 }
 
@@ -527,6 +530,8 @@ proxy_build_extra(struct exchange *x)
 		off = util_append_str(e, off, cap, x->id.tier);
 		off = util_append_str(e, off, cap, "\r\n");
 	}
+	if (x->cache_reval)
+		off = cache_request_validators(x, e, off, cap);
 	off = proxy_append(e, off, cap, "\r\n", 2);
 	return off > cap ? -1 : (int)off;
 }
@@ -707,7 +712,9 @@ proxy_build_response(struct exchange *x)
 		off = proxy_append(e, off, cap, "\r\nX-Datacenter: ", 16);
 		off = proxy_append(e, off, cap, b->dc, strlen(b->dc));
 	}
-	off = proxy_append(e, off, cap, "\r\nX-Cache: BYPASS\r\n", 19);
+	off = proxy_append(e, off, cap, "\r\nX-Cache: ", 11);
+	off = util_append_str(e, off, cap, x->cache_status != NULL ? x->cache_status : "BYPASS");
+	off = proxy_append(e, off, cap, "\r\n", 2);
 	if (x->id.kind != IDENTITY_NONE || x->id.via_query) {
 		char idh[512];
 		size_t n = identify_response_headers(x, idh, sizeof(idh));
@@ -740,13 +747,18 @@ proxy_queue_resp_body(struct exchange *x)
 	case HTTP_BODY_LENGTH: {
 		uint32_t n = x->resp_body_left < avail ? (uint32_t)x->resp_body_left : avail;
 		sendq_add(&x->cliq, p, n);
+		if (x->cache_fill != NULL)
+			cache_fill_body(x, p, n);
 		x->resp_body_left -= n;
 		x->out.start += n;
 		x->bytes_out += n;
 		break;
 	}
 	case HTTP_BODY_CHUNKED: {
-		ssize_t n = http_chunked_scan(&x->resp_chunk, p, avail);
+		/* a cache fill keeps the decoded payload */
+		ssize_t n = x->cache_fill != NULL
+				    ? http_chunked_decode(&x->resp_chunk, p, avail, cache_fill_body, x)
+				    : http_chunked_scan(&x->resp_chunk, p, avail);
 		if (n < 0)
 			return -1;
 		sendq_add(&x->cliq, p, (size_t)n);
@@ -758,6 +770,8 @@ proxy_queue_resp_body(struct exchange *x)
 	}
 	default: /* EOF-delimited: everything until the backend closes */
 		sendq_add(&x->cliq, p, avail);
+		if (x->cache_fill != NULL)
+			cache_fill_body(x, p, avail);
 		x->out.start += avail;
 		x->bytes_out += avail;
 		break;
@@ -887,6 +901,8 @@ proxy_start(struct exchange *x)
 		return;
 	}
 	if (r < 0) {
+		if (x->cache_ent != NULL && cache_serve_stale_on_error(x))
+			return;
 		respond_error(x, 503, "no_healthy_backend", "No healthy backend is available.",
 			      "Retry-After: 5\r\n", NULL);
 		return;
@@ -912,6 +928,8 @@ proxy_can_retry(struct exchange *x)
 static void
 proxy_respond_failure(struct exchange *x)
 {
+	if (x->cache_ent != NULL && cache_serve_stale_on_error(x))
+		return; /* stale-if-error, or the origin is unreachable */
 	x->close_client = x->close_client || !x->buffered;
 	if (x->last_fail_timeout)
 		respond_error(x, 504, "gateway_timeout", "The backend did not answer in time.",
@@ -1027,6 +1045,7 @@ proxy_step_request(struct exchange *x)
 	if (x->in.end == x->in.cap) {
 		/* Everything queued was sent: the buffer can start over, and the request
 		 * is no longer whole in memory (no retry from here on). */
+		accesslog_save_target(x);
 		x->in.start = x->in.end = 0;
 		x->buffered = 0;
 	}
@@ -1049,6 +1068,26 @@ proxy_tunnel_start(struct exchange *x)
 	x->c->state = CS_TUNNEL;
 	x->req_done = 1;
 	x->resp_done = 1;
+}
+
+/*
+ * The cache answers instead of this response (a 304 that revalidated its entry, or a 5xx
+ * replaced by a stale one): the backend is done with. Returns -5 for proxy_run.
+ */
+static int
+proxy_cache_answer(struct exchange *x)
+{
+	int ok = x->resp.status < 500;
+	int reusable = ok && x->resp.body == HTTP_BODY_NONE && x->resp.keep_alive &&
+		       x->req_done && x->out.end == x->resp.head_len;
+
+	proxy_record(x, !ok);
+	if (ok)
+		circuit_success(&x->b->circuit, x->w->now_ms);
+	proxy_release_backend(x, reusable);
+	x->b = NULL;
+	cache_answer(x);
+	return -5;
 }
 
 /* Response head: read, parse, skip interim responses, queue the head for the client. */
@@ -1102,6 +1141,9 @@ proxy_step_resp_head(struct exchange *x)
 		return -2;
 	if (!sendq_empty(&x->cliq))
 		return 0; /* a 100 Continue is still going out */
+	if (x->route != NULL && x->route->cache && x->resp.status != 101 &&
+	    cache_response_head(x))
+		return proxy_cache_answer(x);
 	if (proxy_build_response(x) == -1)
 		return -2;
 	x->out.start = x->resp.head_len;
@@ -1207,6 +1249,7 @@ proxy_step_tunnel(struct exchange *x)
 			x->in.start = x->in.end;
 			return 1;
 		}
+		accesslog_save_target(x);
 		x->in.start = x->in.end = 0;
 		ssize_t n = client_read(c, x->in.data, x->in.cap);
 		if (n == 0 || (n < 0 && errno != EAGAIN))
@@ -1294,6 +1337,8 @@ proxy_run(struct exchange *x)
 		}
 		if (!x->resp_head_sent) {
 			p = proxy_step_resp_head(x);
+			if (p == -5)
+				return; /* answered from the cache: x may be reused already */
 			if (p == -1) {
 				proxy_fail(x, 0);
 				return;
@@ -1346,6 +1391,7 @@ proxy_finish(struct exchange *x)
 		x->u->readable = 0;
 	proxy_record(x, x->resp.status >= 500);
 	metrics_request(x->w, x->resp.status, x->b, x->start_us);
+	accesslog_request(x, x->resp.status, x->b, x->bytes_out, NULL);
 	if (x->resp.status < 500)
 		circuit_success(&x->b->circuit, x->w->now_ms);
 	if (x->resp.status >= 500)
@@ -1354,5 +1400,7 @@ proxy_finish(struct exchange *x)
 		x->close_client = 1; /* the backend answered before the body was read */
 	proxy_release_backend(x, reusable);
 	x->b = NULL;
+	if (x->route != NULL && x->route->cache)
+		cache_response_done(x);
 	client_exchange_done(x);
 }

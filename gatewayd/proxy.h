@@ -57,9 +57,20 @@ struct exchange {
 	struct identity id; /* the caller (identify.c), IDENTITY_NONE when anonymous */
 	char ip_name[72];   /* "ip:ADDR": the client address as a ban name */
 	uint8_t rl_set;     /* a tier limit decided: rate-limit headers go out */
-	uint8_t rl_rejected; /* a limiter (tier or IP) refused the request: access log */
+	const char *error_code; /* respond_error's code (static string), for the access log */
 	const char *cache_status; /* "HIT" "MISS" "BYPASS" "STALE" (cache.c), NULL: no cache */
+	struct cache_entry *cache_ent;  /* referenced: being served, or stale and revalidated */
+	struct cache_fill *cache_fill;  /* this exchange's response fills the cache */
+	struct cache_fill *cache_wfill; /* the fill this exchange waits for (cache_wait 1) */
+	struct exchange *cache_wnext;   /* next waiter of a fill, or next in a wake queue */
+	uint8_t cache_wait;             /* 1 waiting for a fill, 2 woken, in a wake queue */
+	uint8_t cache_reval;            /* the request upstream carries the entry's validators */
+	uint8_t cache_unsafe;           /* an unsafe method: invalidate the URL on success */
+	uint8_t cache_shard_ix;         /* the shard of the fill waited for */
+	uint64_t cache_url_hash;        /* the URL an unsafe method invalidates */
+	uint32_t cache_age_s;           /* Age of the entry served */
 	char geo_country[4];      /* ISO country of the client (geo.c), "" when unlocated */
+	uint8_t target_saved;     /* saved_target holds the request line: the head is gone */
 	uint64_t rl_limit, rl_remaining, rl_reset_s, rl_window_s;
 	char request_id[132];
 	uint8_t request_id_len;
@@ -97,6 +108,9 @@ struct exchange {
 	char req_extra[768];  /* headers the gateway adds to the request */
 	char resp_extra[1024]; /* ... and to the response */
 	char line_extra[160]; /* rewritten request line when needed */
+	/* "METHOD target" for the access log, copied only when a streamed request body
+	 * overwrites the head in `in` (valid when target_saved) */
+	char saved_target[176];
 	struct sendq upq;   /* to the backend (reset by sendq_reset, not memset) */
 	struct sendq cliq;  /* to the client */
 	void (*body_handler)(struct exchange *); /* runs when X_BODY completes */
@@ -165,6 +179,8 @@ void respond_rate_limited(struct exchange *x, const char *code, const char *tier
 /* router.c */
 /* Runs the pipeline stages for a parsed request. */
 void router_dispatch(struct exchange *x);
+/* Runs the stages after the cache's (a coalesced miss that goes upstream after all). */
+void router_after_cache(struct exchange *x);
 /* Reads more of a built-in endpoint's body (phase X_BODY); runs its handler when whole. */
 void router_read_body(struct exchange *x);
 /* 1 when the request's peer may use /admin-level endpoints (answers 401/403 if not). */

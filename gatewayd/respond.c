@@ -1,6 +1,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "accesslog.h"
 #include "identify.h"
 #include "proxy.h"
 #include "util.h"
@@ -90,6 +91,7 @@ respond_text(struct exchange *x, int status, const char *ctype, const char *json
 	if (status >= 500)
 		worker_counter_add(&x->w->st_errors, 1);
 	metrics_request(x->w, status, NULL, x->start_us);
+	accesslog_request(x, status, NULL, len, x->error_code);
 	if (x->c->writable) {
 		int r = client_flush(x->c);
 		if (r < 0) {
@@ -129,6 +131,7 @@ respond_error(struct exchange *x, int status, const char *code, const char *mess
 	char body[1024], msg[512];
 	int n;
 
+	x->error_code = code;
 	respond_escape(msg, sizeof(msg), message);
 	n = snprintf(body, sizeof(body), "{\"error\":\"%s\",\"message\":\"%s\"%s%s}", code, msg,
 		     extra_json ? "," : "", extra_json ? extra_json : "");

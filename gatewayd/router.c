@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "api.h"
+#include "cache.h"
 #include "cidr.h"
 #include "identify.h"
 #include "identity.h"
@@ -69,13 +70,14 @@ static const struct builtin router_builtins[] = {
 	{"/auth/api-keys/", 1, HTTP_M_DELETE, 0, BI_JWT, api_auth_keys_revoke},
 	{"/admin/users", 0, HTTP_M_GET, 0, BI_ADMIN, api_admin_users},
 	{"/admin/logs", 0, HTTP_M_GET, 0, BI_ADMIN, api_admin_logs},
-	{"/logs", 0, HTTP_M_GET, 0, BI_ADMIN, api_admin_logs},
+	{"/logs", 0, HTTP_M_GET, 0, BI_ADMIN, api_logs},
 	{"/admin/upgrade_tier", 0, HTTP_M_POST, 1, BI_ADMIN, api_admin_upgrade_tier},
 	{"/admin/block_key", 0, HTTP_M_POST, 1, BI_ADMIN, api_admin_block_key},
 	{"/admin/unblock_key", 0, HTTP_M_POST, 1, BI_ADMIN, api_admin_unblock_key},
 	{"/admin/block_ip", 0, HTTP_M_POST, 1, BI_ADMIN, api_admin_block_ip},
 	{"/admin/unblock_ip", 0, HTTP_M_POST, 1, BI_ADMIN, api_admin_unblock_ip},
 	{"/change_strategy", 0, HTTP_M_POST, 1, BI_ADMIN, api_change_strategy},
+	{"/admin/cache/purge", 0, HTTP_M_POST, 1, BI_ADMIN, api_cache_purge},
 };
 /* clang-format on */
 
@@ -559,6 +561,15 @@ stage_limits(struct exchange *x)
 	return STAGE_NEXT;
 }
 
+/* Routes with cache=on: a hit is answered here, a miss goes on (cache.c). */
+static enum stage_result
+stage_cache(struct exchange *x)
+{
+	if (!x->route->cache)
+		return STAGE_NEXT;
+	return cache_request(x) ? STAGE_DONE : STAGE_NEXT;
+}
+
 static enum stage_result
 stage_proxy(struct exchange *x)
 {
@@ -570,8 +581,20 @@ stage_proxy(struct exchange *x)
 static const stage_fn router_stages[] = {
 	stage_client_ip, stage_ip_block,       stage_ip_limit,   stage_builtin,
 	stage_route,     stage_identity,       stage_identity_block, stage_tier_limit,
-	stage_tier_check, stage_limits,        stage_proxy,
+	stage_tier_check, stage_limits,        stage_cache,      stage_proxy,
 };
+
+void
+router_after_cache(struct exchange *x)
+{
+	size_t i = 0, n = sizeof(router_stages) / sizeof(router_stages[0]);
+
+	while (i < n && router_stages[i] != stage_cache)
+		i++;
+	for (i++; i < n; i++)
+		if (router_stages[i](x) == STAGE_DONE)
+			return;
+}
 
 void
 router_dispatch(struct exchange *x)

@@ -1,5 +1,6 @@
 #include <stddef.h>
 
+#include "cache.h"
 #include "stats.h"
 #include "util.h"
 #include "worker.h"
@@ -56,13 +57,7 @@ stats_json(const struct runtime *rt)
 	arr = cJSON_AddArrayToObject(root, "backends");
 	for (int i = 0; i < rt->nbackends; i++)
 		stats_backend_json(arr, rt->backends[i]);
-	/* The response cache is not built yet: it reports what it holds, nothing. */
-	o = cJSON_AddObjectToObject(root, "cache");
-	cJSON_AddNumberToObject(o, "hits", 0);
-	cJSON_AddNumberToObject(o, "misses", 0);
-	cJSON_AddNumberToObject(o, "hit_rate", 0);
-	cJSON_AddNumberToObject(o, "entries", 0);
-	cJSON_AddNumberToObject(o, "bytes", 0);
+	cJSON_AddItemToObject(root, "cache", cache_stats_json_always());
 	o = cJSON_AddObjectToObject(root, "queue");
 	uint64_t depth = 0;
 	for (int i = 0; i < gw.nworkers; i++)

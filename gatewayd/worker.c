@@ -11,6 +11,7 @@
 
 #include <event2/event.h>
 
+#include "accesslog.h"
 #include "jobs.h"
 #include "log.h"
 #include "proxy.h"
@@ -294,6 +295,7 @@ worker_new(int id)
 	w->now_ms = util_now_ms();
 	worker_rt_refresh(w);
 	w->retry_tokens = 10000;
+	w->alog = accesslog_ring_new();
 	w->tick = event_new(w->base, -1, EV_PERSIST, worker_tick, w);
 	event_add(w->tick, &tv);
 	w->wakeup_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);

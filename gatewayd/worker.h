@@ -129,6 +129,9 @@ struct worker {
 	_Atomic uint64_t st_conns;
 	_Atomic uint32_t st_queue_depth;
 
+	/* finished requests for the log thread (accesslog.c) */
+	struct accesslog_ring *alog;
+
 	/* Prometheus counters and latency histogram (metrics.c) */
 	struct metrics_worker metrics;
 };

@@ -12,6 +12,7 @@
 
 #include <nng/protocol/reqrep0/rep.h>
 #include <nng/protocol/reqrep0/req.h>
+#include <nng/protocol/pubsub0/pub.h>
 
 #include "util.h"
 
@@ -57,8 +58,13 @@ ipc_clear_stale(const char *path, char *err, size_t errlen)
 	return 0;
 }
 
-int
-ipc_rep_open(const char *url, int recv_ms, nng_socket *out, char *err, size_t errlen)
+/*
+ * Listens on url with the open socket s: a stale ipc socket file is removed first (a live
+ * one is an error: another daemon answers there) and the file is made mode 0600. On
+ * failure s is closed. 0, or -1 with a message in err.
+ */
+static int
+ipc_listen(nng_socket s, const char *url, const char *what, char *err, size_t errlen)
 {
 	const char *path = NULL;
 	nng_listener l;
@@ -66,15 +72,12 @@ ipc_rep_open(const char *url, int recv_ms, nng_socket *out, char *err, size_t er
 
 	if (strncmp(url, IPC_SCHEME, strlen(IPC_SCHEME)) == 0) {
 		path = url + strlen(IPC_SCHEME);
-		if (ipc_clear_stale(path, err, errlen) != 0)
+		if (ipc_clear_stale(path, err, errlen) != 0) {
+			nng_close(s);
 			return -1;
+		}
 	}
-	if ((rv = nng_rep0_open(out)) != 0) {
-		snprintf(err, errlen, "control: %s", nng_strerror(rv));
-		return -1;
-	}
-	if ((rv = nng_socket_set_ms(*out, NNG_OPT_RECVTIMEO, recv_ms)) != 0 ||
-	    (rv = nng_listener_create(&l, *out, url)) != 0)
+	if ((rv = nng_listener_create(&l, s, url)) != 0)
 		goto fail;
 	if (path != NULL && (rv = nng_listener_set_int(l, NNG_OPT_IPC_PERMISSIONS, 0600)) != 0)
 		goto fail;
@@ -82,15 +85,44 @@ ipc_rep_open(const char *url, int recv_ms, nng_socket *out, char *err, size_t er
 		goto fail;
 	/* the permission option is applied by nng; make sure whatever the umask was */
 	if (path != NULL && chmod(path, 0600) != 0) {
-		snprintf(err, errlen, "control %s: chmod: %s", url, strerror(errno));
-		nng_close(*out);
+		snprintf(err, errlen, "%s %s: chmod: %s", what, url, strerror(errno));
+		nng_close(s);
 		return -1;
 	}
 	return 0;
 fail:
-	snprintf(err, errlen, "control %s: %s", url, nng_strerror(rv));
-	nng_close(*out);
+	snprintf(err, errlen, "%s %s: %s", what, url, nng_strerror(rv));
+	nng_close(s);
 	return -1;
+}
+
+int
+ipc_rep_open(const char *url, int recv_ms, nng_socket *out, char *err, size_t errlen)
+{
+	int rv;
+
+	if ((rv = nng_rep0_open(out)) != 0) {
+		snprintf(err, errlen, "control: %s", nng_strerror(rv));
+		return -1;
+	}
+	if ((rv = nng_socket_set_ms(*out, NNG_OPT_RECVTIMEO, recv_ms)) != 0) {
+		snprintf(err, errlen, "control: %s", nng_strerror(rv));
+		nng_close(*out);
+		return -1;
+	}
+	return ipc_listen(*out, url, "control", err, errlen);
+}
+
+int
+ipc_pub_open(const char *url, nng_socket *out, char *err, size_t errlen)
+{
+	int rv;
+
+	if ((rv = nng_pub0_open(out)) != 0) {
+		snprintf(err, errlen, "publish: %s", nng_strerror(rv));
+		return -1;
+	}
+	return ipc_listen(*out, url, "publish", err, errlen);
 }
 
 int

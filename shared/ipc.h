@@ -17,6 +17,9 @@
  */
 int ipc_rep_open(const char *url, int recv_ms, nng_socket *out, char *err, size_t errlen);
 
+/* Opens a PUB socket listening on url (the same ipc:// handling). 0, or -1 with err. */
+int ipc_pub_open(const char *url, nng_socket *out, char *err, size_t errlen);
+
 /*
  * Sends req to url over a REQ socket and waits up to timeout_ms for the reply, which is
  * returned NUL-terminated in *reply (the caller frees it with free()). 0, or -1 with a

@@ -16,8 +16,10 @@
  *   /slow?ms=N          the same JSON after N ms (a timer: other connections go on)
  *   /status/N           status N with {"status":N}; no body for 204/304; a 1xx is sent as an
  *                       interim response followed by a final 200
- *   /cacheable          Cache-Control: public, max-age=60 (?max_age=N, ?s_maxage=N), ETag,
- *                       Last-Modified; If-None-Match / If-Modified-Since answer 304
+ *   /cacheable          Cache-Control: public, max-age=60 (?max_age=N, ?s_maxage=N, ?swr=N,
+ *                       ?sie=N stale-while-revalidate/-if-error, ?mr=1 must-revalidate,
+ *                       ?vary=1 Vary: Accept-Language), ETag, Last-Modified;
+ *                       If-None-Match / If-Modified-Since answer 304
  *   /private /nostore   Cache-Control: private / no-store
  *   /setcookie          cacheable, but with Set-Cookie
  *   /chunked?n=N&size=S N chunks of S bytes (close-delimited for HTTP/1.0 clients)
@@ -1534,16 +1536,29 @@ handle_cache(struct conn *c)
 		         (unsigned long long)c->nreq);
 		break;
 	default: {
-		char sm[48] = "";
+		char sm[160] = "";
+		long long swr = -1, sie = -1, mr = 0, vary = 0;
+		size_t n;
 
 		if (query_num(h + r->query.off, r->query.len, "max_age", &max_age) < 0)
 			max_age = 60;
 		if (query_num(h + r->query.off, r->query.len, "s_maxage", &s_maxage) > 0)
 			snprintf(sm, sizeof(sm), ", s-maxage=%lld", s_maxage);
-		snprintf(
-		    extra, sizeof(extra),
-		    "Cache-Control: public, max-age=%lld%s\r\nETag: %s\r\nLast-Modified: %s\r\n",
-		    max_age, sm, MOCK_ETAG, MOCK_LAST_MODIFIED);
+		/* ?swr=N ?sie=N ?mr=1: stale-while-revalidate, stale-if-error, must-revalidate */
+		n = strlen(sm);
+		if (query_num(h + r->query.off, r->query.len, "swr", &swr) > 0)
+			n += (size_t)snprintf(sm + n, sizeof(sm) - n, ", stale-while-revalidate=%lld", swr);
+		if (query_num(h + r->query.off, r->query.len, "sie", &sie) > 0 && n < sizeof(sm))
+			n += (size_t)snprintf(sm + n, sizeof(sm) - n, ", stale-if-error=%lld", sie);
+		if (query_num(h + r->query.off, r->query.len, "mr", &mr) > 0 && mr && n < sizeof(sm))
+			snprintf(sm + n, sizeof(sm) - n, ", must-revalidate");
+		/* ?vary=1: the body depends on Accept-Language */
+		query_num(h + r->query.off, r->query.len, "vary", &vary);
+		snprintf(extra, sizeof(extra),
+		         "Cache-Control: public, max-age=%lld%s\r\nETag: %s\r\nLast-Modified: "
+		         "%s\r\n%s",
+		         max_age, sm, MOCK_ETAG, MOCK_LAST_MODIFIED,
+		         vary ? "Vary: Accept-Language\r\n" : "");
 		if (not_modified(c)) {
 			respond(c, 304, NULL, extra, "", 0);
 			return;

@@ -65,6 +65,22 @@ STOP_TIMEOUT = 5.0       # SIGTERM, then SIGKILL after this
 LOG_TAIL_LINES = 200
 
 
+
+def access_token(sub='4242', tier='free', secret=None, ttl=600):
+    """An access JWT (HS256) as gatewayd issues them, signed with the tests' secret."""
+    import hmac
+
+    def b64u(data):
+        return base64.urlsafe_b64encode(data).rstrip(b'=').decode()
+    now = int(time.time())
+    claims = {'sub': sub, 'tier': tier, 'iss': 'gatewayd', 'iat': now, 'nbf': now,
+              'exp': now + ttl, 'jti': os.urandom(16).hex(), 'typ': 'access'}
+    h = b64u(json.dumps({'alg': 'HS256', 'typ': 'JWT'}).encode())
+    p = b64u(json.dumps(claims).encode())
+    sig = hmac.new((secret or JWT_SECRET).encode(), (h + '.' + p).encode(),
+                   hashlib.sha256).digest()
+    return h + '.' + p + '.' + b64u(sig)
+
 class TestTimeout(BaseException):
     """Raised in the main thread when a test overruns its time limit (see run.py).
 

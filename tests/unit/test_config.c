@@ -270,7 +270,9 @@ test_embedded_default_loads(void **state)
 	assert_int_equal(c->routes[1].auth, CONFIG_AUTH_JWT);
 	assert_string_equal(c->routes[2].prefix, "/");
 	assert_int_equal(c->routes[2].auth, CONFIG_AUTH_NONE);
-	assert_int_equal(c->routes[2].cache, 0);
+	assert_int_equal(c->routes[2].cache, 1);
+	assert_int_equal(c->cache.ttl_ms, 30000);
+	assert_int_equal(c->cache.max_memory, 64 << 20);
 	assert_string_equal(c->database, "sqlite:gatewayd.db");
 	assert_int_equal(c->nadmin_allow, 2);
 	config_free(c);
@@ -878,7 +880,15 @@ test_route_later_features(void **state)
 
 	assert_int_equal(c->routes[0].cache, 0);
 	config_free(c);
-	cfg_err("route / auth=none cache=on", "t.conf:1: route: cache=on is not supported yet");
+	c = cfg_ok("route / auth=none cache=on cache_ttl=10s\ncache ttl=0 max_memory=1mb");
+	assert_int_equal(c->routes[0].cache, 1);
+	assert_int_equal(c->routes[0].cache_ttl_ms, 10000);
+	assert_int_equal(c->cache.ttl_ms, 0);
+	assert_int_equal(c->cache.max_memory, 1 << 20);
+	config_free(c);
+	cfg_err("route /a cache_ttl=10s", "t.conf:1: route: cache_ttl= needs cache=on");
+	cfg_err("cache max_memory=1kb", "t.conf:1: cache: max_memory must be a size from 64kb to "
+	                                "64gb (512, 64kb, 1mb, 1gb), got \"1kb\"");
 	c = cfg_ok("route /a auth=jwt min_tier=premium\nroute /b auth=apikey\nroute /c auth=any");
 	assert_int_equal(c->routes[0].auth, CONFIG_AUTH_JWT);
 	assert_string_equal(c->routes[0].min_tier, "premium");
@@ -975,7 +985,7 @@ static void
 test_later_directives_refused(void **state)
 {
 	static const char *const names[] = {
-	    "redis",  "redis_failure", "cache",    "geo_db",
+	    "redis",  "redis_failure", "geo_db",
 	    "geo_static", "geo_default", "geo_mode", "geo_http",
 	};
 
