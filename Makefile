@@ -23,6 +23,9 @@ LDLIBS := $(PKG_LIBS) -lnng -lpthread -lm $(EXTRA_LDLIBS)
 SHARED_SRC := $(wildcard shared/*.c)
 GW_SRC := $(filter-out gatewayd/gatewayd.c,$(wildcard gatewayd/*.c))
 LIB_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(SHARED_SRC) $(GW_SRC))
+# The dashboard page is compiled in from a C file generated in the build tree.
+DASH_C := $(BUILD)/gen/dashboard_html.c
+LIB_OBJ += $(BUILD)/gen/dashboard_html.o
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
@@ -44,6 +47,13 @@ deps: $(DEPS_STAMP)
 $(BUILD)/%.o: %.c | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
+
+$(DASH_C): gatewayd/dashboard.html scripts/embed.sh
+	@mkdir -p $(dir $@)
+	sh scripts/embed.sh dashboard_html dashboard.h $< >$@.tmp && mv $@.tmp $@
+
+$(BUILD)/gen/dashboard_html.o: $(DASH_C) gatewayd/dashboard.h | $(DEPS_STAMP)
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
 $(BUILD)/libgw.a: $(LIB_OBJ)
 	@rm -f $@
@@ -91,6 +101,10 @@ test: all $(UNIT_BIN)
 FUZZ_CFLAGS := -std=gnu11 -g -O1 -fsanitize=address,undefined -D_GNU_SOURCE \
 	-Ishared -Igatewayd $(PKG_CFLAGS)
 FUZZ_OBJ := $(patsubst %.c,$(BUILD)/fuzzobj/%.o,$(SHARED_SRC) $(GW_SRC))
+FUZZ_OBJ += $(BUILD)/fuzzobj/gen/dashboard_html.o
+$(BUILD)/fuzzobj/gen/dashboard_html.o: $(DASH_C) gatewayd/dashboard.h | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -c $< -o $@
 $(BUILD)/fuzzobj/%.o: %.c | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@

@@ -11,6 +11,7 @@
 #include "log.h"
 #include "proxy.h"
 #include "util.h"
+#include "ws.h"
 #include "xmalloc.h"
 
 /*
@@ -214,6 +215,7 @@ client_close(struct client *c)
 		else
 			client_exchange_release(x);
 	}
+	ws_client_free(c);
 	if (c->ssl != NULL) {
 		SSL_shutdown(c->ssl);
 		SSL_free(c->ssl);
@@ -522,6 +524,9 @@ client_run(struct client *c)
 			} else if (x->phase == X_BODY) {
 				router_read_body(x);
 			}
+			break;
+		case CS_WS:
+			ws_client_run(c);
 			break;
 		}
 		if (c->closed)

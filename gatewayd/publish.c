@@ -17,6 +17,7 @@
 #include "stats.h"
 #include "util.h"
 #include "worker.h"
+#include "ws.h"
 #include "xmalloc.h"
 
 /*
@@ -92,6 +93,7 @@ publish_message(const char *topic, const char *json, size_t len)
 	size_t tl = strlen(topic);
 	nng_msg *m;
 
+	ws_broadcast(json, len); /* the dashboard's WebSocket clients (ws.c) */
 	if (!pub.open || nng_msg_alloc(&m, tl + 1 + len) != 0)
 		return;
 	memcpy(nng_msg_body(m), topic, tl);

@@ -8,6 +8,7 @@
 #include "api.h"
 #include "cache.h"
 #include "cidr.h"
+#include "dashboard.h"
 #include "identify.h"
 #include "identity.h"
 #include "jobs.h"
@@ -16,6 +17,7 @@
 #include "ratelimit.h"
 #include "store.h"
 #include "util.h"
+#include "ws.h"
 #include "xmalloc.h"
 
 /*
@@ -56,6 +58,8 @@ static const struct builtin router_builtins[] = {
 	{"/ready", 0, HTTP_M_GET, 0, BI_OPEN, api_ready},
 	{"/stats", 0, HTTP_M_GET, 0, BI_OPEN, api_stats},
 	{"/metrics", 0, HTTP_M_GET, 0, BI_OPEN, api_metrics},
+	{"/dashboard", 0, HTTP_M_GET, 0, BI_OPEN, dashboard_handle},
+	{"/ws", 0, HTTP_M_GET, 0, BI_OPEN, ws_handle_upgrade},
 	{"/.well-known/jwks.json", 0, HTTP_M_GET, 0, BI_OPEN, api_auth_jwks},
 	{"/usage", 0, HTTP_M_GET, 0, BI_CREDENTIAL, api_usage},
 	{"/auth/register", 0, HTTP_M_POST, 1, BI_OPEN, api_auth_register},

@@ -18,6 +18,7 @@
 #include "tls.h"
 #include "util.h"
 #include "worker.h"
+#include "ws.h"
 #include "xmalloc.h"
 
 /* How often a worker looks at deadlines, idle upstreams and a new runtime. */
@@ -224,6 +225,7 @@ worker_tick(evutil_socket_t fd, short what, void *arg)
 	worker_rt_refresh(w);
 	worker_check_deadlines(w);
 	queue_service(w);
+	ws_worker_tick(w);
 	upstream_reap_idle(w, w->rt, WORKER_UPSTREAM_IDLE_MS);
 	/* The retry budget refills at 10 retries a second, capped at 100. */
 	w->retry_tokens += 1000;
@@ -309,6 +311,7 @@ worker_new(int id)
 		fatal("eventfd");
 	w->done_ev = event_new(w->base, w->done_fd, EV_READ | EV_PERSIST, worker_jobs_done, w);
 	event_add(w->done_ev, NULL);
+	w->ws = ws_worker_new(w);
 	return w;
 }
 

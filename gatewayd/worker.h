@@ -19,6 +19,8 @@
 
 struct exchange;
 struct job;
+struct ws_conn;
+struct ws_worker;
 
 /* A byte buffer: data[start..end) is pending. Owned by its exchange. */
 struct iobuf {
@@ -42,6 +44,7 @@ enum client_state {
 	CS_HEAD,   /* reading a request head */
 	CS_BUSY,   /* an exchange is being served */
 	CS_TUNNEL, /* upgraded: bytes pumped both ways */
+	CS_WS,     /* the gateway's own WebSocket server (ws.c): c->ws, no exchange */
 };
 
 struct listener {
@@ -72,6 +75,7 @@ struct client {
 	uint64_t deadline_ms; /* 0 = none */
 	uint32_t nrequests;
 	struct exchange *x; /* NULL while idle */
+	struct ws_conn *ws; /* state CS_WS only (ws.c) */
 };
 
 struct worker {
@@ -111,6 +115,9 @@ struct worker {
 	struct job *done_head;
 	int done_fd;
 	struct event *done_ev;
+
+	/* WebSocket clients and their broadcast inbox (ws.c) */
+	struct ws_worker *ws;
 
 	/* retry budget: tokens *1000 */
 	int64_t retry_tokens;
