@@ -8,6 +8,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "accesslog.h"
 #include "log.h"
 #include "metrics.h"
 #include "proxy.h"
@@ -726,6 +727,7 @@ ws_handle_upgrade(struct exchange *x)
 	             accept, (int)x->request_id_len, x->request_id);
 	x->status = 101;
 	metrics_request(x->w, 101, NULL, x->start_us);
+	accesslog_request(x, 101, NULL, 0, NULL);
 	/* the bytes after the head (a frame sent without waiting for the 101) are kept */
 	if (ws_client_attach(c, head, (size_t)n, x->in.data + x->in.start,
 	                     x->in.end - x->in.start) != 0) {

@@ -24,9 +24,12 @@ import time
 
 import gwtest
 
+# The browser test's steady traffic would run into the default per-IP limit (and a ban
+# that would refuse the page's admin calls): loopback is exempt here.
 CONFIG = '''
     backend b1 127.0.0.1:{b1} dc=us-east
     backend b2 127.0.0.1:{b2} dc=eu-west
+    ip_limit_exempt 127.0.0.0/8
     route /api auth=none
 '''
 
@@ -205,6 +208,33 @@ class DashboardTest(gwtest.GatewayTestCase):
         self.assertEqual(self.gateway.proc.returncode, 0)
 
 
+class DashboardTlsTest(gwtest.GatewayTestCase):
+    """wss:// on a TLS listener: the same frames through OpenSSL."""
+
+    def test_stream_over_tls(self):
+        self.start_backends(1)
+        cert, key = gwtest.self_signed_cert(self.tmp)
+        gw = self.start_gateway('''
+            listen 127.0.0.1:{port} tls cert=%s key=%s
+            backend b1 127.0.0.1:{b1} dc=us-east
+            route /api auth=none
+        ''' % (cert, key))
+        ws = gwtest.WebSocket.connect(gw.port, '/ws', tls=True)
+        self.addCleanup(ws.conn.close)
+        with gwtest.Client(gw.port, tls=True) as cl:
+            for _ in range(3):
+                self.assertStatus(cl.get('/api/tls'), 200)
+        stats = recv_json(ws, 'stats')
+        self.assertEqual([b['id'] for b in stats['backends']], ['b1'])
+        ws.send_frame(gwtest.WS_PING, b'tls')
+        while True:
+            op, payload = ws.recv()
+            if op == gwtest.WS_PONG:
+                self.assertEqual(payload, b'tls')
+                break
+        self.assertEqual(close_code(ws.close(1000)), 1000)
+
+
 def chromium_binary():
     for name in ('chromium', 'chromium-browser', 'google-chrome'):
         path = shutil.which(name)
@@ -261,6 +291,36 @@ class DevTools:
 class DashboardBrowserTest(gwtest.GatewayTestCase):
     timeout = 90
 
+    def check_admin_actions(self, cdp, gw):
+        """The strategy selector: refused without a token, 401 JSON shown with a wrong
+        one, applied with the admin token (which the page keeps in sessionStorage)."""
+        def result():
+            return cdp.evaluate("document.getElementById('admin-result').textContent")
+
+        def apply(token):
+            cdp.evaluate(
+                "(() => { const t = (id) => document.getElementById(id);"
+                " t('admin-result').textContent = '';"
+                " if (%s !== null) { t('admin-token').value = %s; t('token-save').click(); }"
+                " t('strategy-select').value = 'least_connections';"
+                " t('strategy-apply').click(); })()" % (json.dumps(token), json.dumps(token)))
+            gwtest.wait_until(lambda: result(), timeout=10, message='an admin result')
+            return result()
+
+        self.assertIn('admin token first', apply(None))
+        refused = apply('not-the-token')
+        self.assertIn('401', refused)
+        self.assertIn('invalid_token', refused)
+        ok = apply(gwtest.ADMIN_TOKEN)
+        self.assertIn('-> 200', ok)
+        self.assertEqual(gwtest.http_get(gw.port, '/stats').json()['strategy'],
+                         'least_connections')
+        self.assertEqual(cdp.evaluate("sessionStorage.getItem('gatewayd-admin-token')"),
+                         gwtest.ADMIN_TOKEN)
+        gwtest.wait_until(
+            lambda: cdp.evaluate("document.getElementById('strategy').textContent")
+            == 'least_connections', timeout=10, message='the page shows the new strategy')
+
     def test_live_numbers_in_chromium(self):
         chromium = chromium_binary()
         if chromium is None:
@@ -301,7 +361,8 @@ class DashboardBrowserTest(gwtest.GatewayTestCase):
                 " return JSON.stringify({status: t('ws-status').textContent,"
                 " total: t('total-requests').textContent, msgs: t('msg-count').textContent,"
                 " rps: t('rps').textContent, backends: t('backends').rows.length,"
-                " log: t('log-body').rows.length}); })()")
+                " log: t('log-body').rows.length, dcs: String(t('datacenters').rows.length)});"
+                " })()")
             return json.loads(text) if text else {}
 
         def number(text):
@@ -319,6 +380,9 @@ class DashboardBrowserTest(gwtest.GatewayTestCase):
         self.assertGreater(number(second['msgs']), number(first['msgs']))
         self.assertEqual(second['backends'], 2)
         self.assertGreater(second['log'], 0)
+
+        self.assertGreater(number(second['dcs']), 0)
+        self.check_admin_actions(cdp, gw)
 
         shot = cdp.call('Page.captureScreenshot', format='png')
         os.makedirs(ARTIFACT_DIR, exist_ok=True)
