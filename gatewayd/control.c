@@ -11,7 +11,9 @@
 #include <cjson/cJSON.h>
 
 #include "api.h"
+#include "accesslog.h"
 #include "auth.h"
+#include "cache.h"
 #include "balance.h"
 #include "cidr.h"
 #include "conf.h"
@@ -603,17 +605,13 @@ fail:
 /* --- runtime changes: backends, reload, config -------------------------------------- */
 
 /*
- * A runtime change is a configuration loaded the way a reload loads it: the file, the -d
- * overrides, and the overrides gatectl added (config set NAME VALUE is NAME=VALUE; a
- * backend change is the whole backend list as backend=... overrides). So the parser
- * validates every change with its own messages, a refused change leaves everything as it
- * was, and the changes survive `reload` (not a restart, like -d).
- *
- * The new runtime is built and published from this thread; runtime_build carries over
- * every backend of the same id and address (health, circuit, drain state, pools). A
- * SIGHUP reload racing with a gatectl change may publish over it; both read
- * gw.overrides, which is therefore replaced and never freed (it grows by a few lines
- * per operator action).
+ * A runtime change is a configuration loaded the way a reload loads it (runtime_reload):
+ * the file, the -d overrides, and the overrides gatectl added (config set NAME VALUE is
+ * NAME=VALUE; a backend change is the whole backend list as backend=... overrides). So
+ * the parser validates every change with its own messages, a refused change leaves
+ * everything as it was, and the changes survive `reload` (not a restart, like -d).
+ * runtime_build carries over every backend of the same id and address (health, circuit,
+ * drain state, pools). The health checks see a new backend at their next round.
  */
 
 /* The overrides with every NAME= entry replaced by adds[] (owned by the new array). */
@@ -640,27 +638,14 @@ static int
 control_apply(char **ov, char *const *adds, int nadds, int take_strategy, struct control_reply *r)
 {
 	char err[1024];
-	struct config *cfg = config_load(gw.config_path, ov, err, sizeof(err));
-	struct runtime *old, *rt;
 
-	if (cfg == NULL) {
-		control_fail(r, "refused, nothing changed: %s", err);
-		for (int i = 0; i < nadds; i++)
-			free(adds[i]);
-		free(ov);
-		return -1;
-	}
-	old = runtime_acquire();
-	if (cfg->nlistens != old->cfg->nlistens)
-		log_warnx("gatectl: listen lines changed; they take effect at the next restart");
-	rt = runtime_build(cfg, old);
-	runtime_unref(old);
-	if (take_strategy)
-		atomic_store(&gw.strategy, cfg->strategy);
-	gw.overrides = ov;
-	runtime_publish(rt);
-	worker_notify_all();
-	return 0;
+	if (runtime_reload(ov, take_strategy, err, sizeof(err)) == 0)
+		return 0;
+	control_fail(r, "refused, nothing changed: %s", err);
+	for (int i = 0; i < nadds; i++)
+		free(adds[i]);
+	free(ov);
+	return -1;
 }
 
 /* The reply of a runtime change: the running configuration's summary. */
@@ -687,7 +672,7 @@ control_audit(const char *action, const char *target, const char *detail)
 static void
 control_reload(const struct proto_request *q, struct control_reply *r)
 {
-	if (control_apply(control_overrides("", NULL, 0), NULL, 0, 1, r) != 0)
+	if (control_apply(NULL, NULL, 0, 1, r) != 0)
 		return;
 	control_audit("reload", gw.config_path, NULL);
 	log_info("configuration reloaded by gatectl");
@@ -744,7 +729,8 @@ control_backend_lines(const char *id, int remove, int weight, char *add, char **
 	/* no override lines would mean "the file's backends": refused as the parser would */
 	if (found == (add != NULL) || n == 0) {
 		if (n == 0)
-			control_fail(r, "refused, nothing changed: at least one 'backend' is required");
+			control_fail(
+			    r, "refused, nothing changed: at least one 'backend' is required");
 		else
 			control_fail(r, found ? "backend %s exists" : "no backend %s", id);
 		for (int i = 0; i < n; i++)
@@ -983,6 +969,68 @@ control_config_get(const struct proto_request *q, struct control_reply *r)
 	cJSON_AddStringToObject(r->ok, "source", source);
 }
 
+/* --- logs, cache ------------------------------------------------------------------- */
+
+#define CONTROL_LOGS_DEFAULT 20
+#define CONTROL_LOGS_MAX 1000 /* what accesslog.c keeps in memory */
+
+/* The newest requests, and where the PUB stream is for `logs -f`. */
+static void
+control_logs(const struct proto_request *q, struct control_reply *r)
+{
+	const char *n = proto_request_get(q, "n");
+	struct runtime *rt;
+	long v = CONTROL_LOGS_DEFAULT;
+	char *end = NULL;
+
+	if (n != NULL && ((v = strtol(n, &end, 10)) < 1 || v > CONTROL_LOGS_MAX || *end != '\0')) {
+		control_fail(r, "-n takes 1..%d, got %s", CONTROL_LOGS_MAX, n);
+		return;
+	}
+	r->ok = proto_reply_ok();
+	cJSON_AddItemToObject(r->ok, "entries", accesslog_recent_json((int)v));
+	rt = runtime_acquire();
+	cJSON_AddStringToObject(r->ok, "publish", rt->cfg->publish);
+	runtime_unref(rt);
+}
+
+static void
+control_cache_stats(const struct proto_request *q, struct control_reply *r)
+{
+	cJSON *o = cache_stats_json(), *it;
+
+	if (o == NULL) {
+		control_fail(r, "no cache is configured (no route has cache=on)");
+		return;
+	}
+	r->ok = proto_reply_ok();
+	while ((it = o->child) != NULL) {
+		cJSON_DetachItemViaPointer(o, it);
+		cJSON_AddItemToObject(r->ok, it->string, it);
+	}
+	cJSON_Delete(o);
+}
+
+static void
+control_cache_purge(const struct proto_request *q, struct control_reply *r)
+{
+	const char *prefix = q->argv[0] != NULL ? q->argv[0] : "";
+	char target[PROTO_ARG_MAX + 16], detail[64];
+	size_t n;
+
+	if (prefix[0] != '\0' && prefix[0] != '/') {
+		control_fail(r, "a path prefix starts with /, got %s", prefix);
+		return;
+	}
+	n = cache_purge(prefix);
+	snprintf(target, sizeof(target), "cache:%s", prefix[0] ? prefix : "*");
+	snprintf(detail, sizeof(detail), "{\"purged\":%zu}", n);
+	control_audit("cache_purge", target, detail);
+	log_info("gatectl: cache purge %s: %zu entries", prefix[0] ? prefix : "(all)", n);
+	r->ok = proto_reply_ok();
+	cJSON_AddNumberToObject(r->ok, "purged", (double)n);
+}
+
 typedef void (*control_fn)(const struct proto_request *, struct control_reply *);
 
 /* Indexed by enum proto_handler; NULL: not in this build (answered as such). */
@@ -1009,6 +1057,9 @@ static const control_fn control_handlers[PROTO_NHANDLERS] = {
     [PROTO_BACKEND_WEIGHT] = control_backend_weight,
     [PROTO_CONFIG_GET] = control_config_get,
     [PROTO_CONFIG_SET] = control_config_set,
+    [PROTO_LOGS] = control_logs,
+    [PROTO_CACHE_STATS] = control_cache_stats,
+    [PROTO_CACHE_PURGE] = control_cache_purge,
 };
 
 /* The reply text to one request; the caller frees it with cJSON_free(). */

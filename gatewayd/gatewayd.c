@@ -189,27 +189,12 @@ static void
 gatewayd_reload(void)
 {
 	char err[1024];
-	struct config *cfg;
-	struct runtime *old, *rt;
 
-	cfg = config_load(gw.config_path, gw.overrides, err, sizeof(err));
-	if (cfg == NULL) {
+	if (runtime_reload(NULL, 1, err, sizeof(err)) != 0) {
 		log_warnx("reload refused, keeping the running configuration: %s", err);
 		return;
 	}
-	old = runtime_get();
-	if (cfg->nlistens != old->cfg->nlistens)
-		log_warnx("reload: listen lines changed; they take effect at the next restart");
-	rt = runtime_build(cfg, old);
-	runtime_unref(old);
-	atomic_store(&gw.strategy, cfg->strategy);
-	accesslog_reconfigure(cfg);
-	accesslog_reopen();
-	runtime_publish(rt);
-	worker_notify_all();
 	health_kick();
-	log_info("configuration reloaded (%d backends, strategy %s)", cfg->nbackends,
-		 balance_strategy_name(cfg->strategy));
 }
 
 static void

@@ -123,6 +123,15 @@ void runtime_publish(struct runtime *rt);
 struct runtime *runtime_get(void);
 /* runtime_get for any thread (the control thread): the caller unrefs. */
 struct runtime *runtime_acquire(void);
+/*
+ * Loads the configuration file with overrides (NULL: gw.overrides) and makes it the
+ * running one: a runtime built from the current one (backends of the same id and
+ * address carry over), the access log retargeted, the workers woken. take_strategy: the
+ * file's strategy replaces the running one. Any thread; reloads run one at a time. A
+ * given list becomes gw.overrides (the old list is never freed: another reload may be
+ * reading it). 0, or -1 with the parser's message in err and nothing changed.
+ */
+int runtime_reload(char **overrides, int take_strategy, char *err, size_t errlen);
 
 /* backend.c */
 struct backend *backend_new(const struct config_backend *cb, const struct config *cfg);

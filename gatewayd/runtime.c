@@ -2,8 +2,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "accesslog.h"
 #include "cidr.h"
 #include "gw.h"
+#include "log.h"
+#include "worker.h"
 #include "xmalloc.h"
 
 struct gw gw;
@@ -128,4 +131,39 @@ runtime_acquire(void)
 	runtime_ref(rt);
 	pthread_mutex_unlock(&runtime_lock);
 	return rt;
+}
+
+/* One reload at a time: SIGHUP on the main thread, gatectl on the control thread. */
+static pthread_mutex_t runtime_reload_lock = PTHREAD_MUTEX_INITIALIZER;
+
+int
+runtime_reload(char **overrides, int take_strategy, char *err, size_t errlen)
+{
+	struct config *cfg;
+	struct runtime *old, *rt;
+
+	pthread_mutex_lock(&runtime_reload_lock);
+	cfg = config_load(gw.config_path, overrides != NULL ? overrides : gw.overrides, err,
+			  errlen);
+	if (cfg == NULL) {
+		pthread_mutex_unlock(&runtime_reload_lock);
+		return -1;
+	}
+	if (overrides != NULL)
+		gw.overrides = overrides; /* the old list is not freed: see gw.h */
+	old = runtime_acquire();
+	if (cfg->nlistens != old->cfg->nlistens)
+		log_warnx("reload: listen lines changed; they take effect at the next restart");
+	rt = runtime_build(cfg, old);
+	runtime_unref(old);
+	if (take_strategy)
+		atomic_store(&gw.strategy, cfg->strategy);
+	accesslog_reconfigure(cfg);
+	accesslog_reopen();
+	runtime_publish(rt);
+	worker_notify_all();
+	log_info("configuration reloaded (%d backends, strategy %s)", cfg->nbackends,
+		 balance_strategy_name(atomic_load(&gw.strategy)));
+	pthread_mutex_unlock(&runtime_reload_lock);
+	return 0;
 }

@@ -62,9 +62,9 @@ class GatectlCase(AdminCase):
 
     def start(self, *args, **kw):
         gw = super().start(*args, **kw)
-        # the HTTP port opens before the control socket: wait for its file
-        path = gw.control_url[len('ipc://'):]
-        gwtest.wait_until(lambda: os.path.exists(path), timeout=5, message='control socket')
+        # the HTTP port opens before the control socket: wait until it answers
+        gwtest.wait_until(lambda: self.ctl('status')[0] != 3, timeout=5,
+                          message='the control socket')
         return gw
 
     def ctl(self, *args, url=None, env=None):
@@ -595,3 +595,88 @@ class GatectlTableTest(GatectlCase):
         flat = re.sub(r'\s+', ' ', text)
         for name, usage in table.items():
             self.assertIn(usage, flat, 'the man page lacks "%s"' % usage)
+
+
+CACHE_CONFIG = '''
+    backend b1 127.0.0.1:{b1}
+    cache ttl=30s max_memory=8mb
+    ip_limit_exempt 127.0.0.0/8
+    route / auth=none cache=on
+'''
+
+
+class GatectlLogsCacheTest(GatectlCase):
+    """logs [-n N] and logs -f (the PUB stream), cache stats and cache purge."""
+
+    def setUp(self):
+        gwtest.GatewayTestCase.setUp(self)
+        if not os.access(GATECTL, os.X_OK):
+            self.skipTest('bin/gatectl is not built')
+        self.start(config=CACHE_CONFIG)
+
+    def test_logs(self):
+        for i in range(3):
+            self.assertEqual(self.get('/logged/%d' % i).status, 200)
+
+        def recent():
+            return [e.get('path') for e in self.ok_json('logs', '-n', '5')['entries']]
+        gwtest.wait_until(lambda: '/logged/2' in recent(), timeout=5, message='the log entry')
+        j = self.ok_json('logs', '-n', '2')
+        self.assertEqual(len(j['entries']), 2)
+        self.assertEqual(j['publish'], self.gw.publish_url)
+        out = self.ok('logs', '-n', '3')
+        lines = out.splitlines()
+        self.assertEqual(len(lines), 3, out)
+        self.assertRegex(lines[-1], r'^\S+ 200 GET /logged/2 [\d.]+ms b1 ')
+        self.assertIn('1..1000', self.refused('logs', '-n', '0'))
+
+    def test_logs_follow(self):
+        argv = [GATECTL, '-s', self.gw.control_url, 'logs', '-n', '1', '-f']
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+        self.addCleanup(lambda: p.poll() is None and p.kill())
+        os.set_blocking(p.stdout.fileno(), False)
+        got = b''
+        deadline = time.time() + 10
+        while time.time() < deadline and b'/followed' not in got:
+            self.get('/followed')
+            time.sleep(0.2)
+            got += p.stdout.read() or b''
+        self.assertIn(b' 200 GET /followed ', got)
+        p.send_signal(signal.SIGINT)
+        self.assertEqual(p.wait(timeout=5), 0, p.stderr.read())
+        # GATEWAYD_PUBLISH names another stream: nothing there, still ends on SIGINT
+        e = dict(os.environ, GATEWAYD_PUBLISH='ipc://%s/none.pub' % self.tmp)
+        p2 = subprocess.Popen(argv + ['--json'], stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=e)
+        self.addCleanup(lambda: p2.poll() is None and p2.kill())
+        time.sleep(0.5)
+        self.get('/unseen')
+        time.sleep(0.5)
+        p2.send_signal(signal.SIGINT)
+        self.assertEqual(p2.wait(timeout=5), 0)
+        out = p2.stdout.read().decode()
+        self.assertNotIn('/unseen', out)
+        for line in out.splitlines():
+            json.loads(line)
+
+    def test_cache_stats_and_purge(self):
+        for _ in range(3):
+            self.assertEqual(self.get('/cacheable/a').status, 200)
+        self.assertEqual(self.get('/cacheable/b').status, 200)
+        j = self.ok_json('cache', 'stats')
+        self.assertGreaterEqual(j['entries'], 2)
+        self.assertGreaterEqual(j['hits'], 2)
+        self.assertRegex(self.ok('cache', 'stats'), r'(?m)^entries\s+\d+$')
+        j = self.ok_json('cache', 'purge', '/cacheable/a')
+        self.assertEqual(j['purged'], 1)
+        self.assertEqual(self.ok_json('cache', 'stats')['entries'], 1)
+        self.assertRegex(self.ok('cache', 'purge'), r'(?m)^purged\s+1$')
+        self.assertEqual(self.ok_json('cache', 'stats')['entries'], 0)
+        self.assertIn('starts with /', self.refused('cache', 'purge', 'cacheable'))
+        self.assertIn(('gatectl', 'cache_purge'), self.actions())
+
+
+class GatectlNoCacheTest(GatectlCase):
+    def test_cache_stats_without_cache(self):
+        self.assertIn('no cache', self.refused('cache', 'stats'))
