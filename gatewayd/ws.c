@@ -27,6 +27,11 @@
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 /* The input buffer holds one whole frame: the largest header plus WS_MAX_FRAME. */
 #define WS_IN_CAP (WS_MAX_FRAME + 14)
+/* What the input buffer starts with: the page sends only pongs and its close, so most
+ * connections never grow it. */
+#define WS_IN_START 1024
+/* Connections over all workers; more handshakes are refused with 503. */
+#define WS_MAX_CLIENTS 1024
 /* Control frames (pong, close) may go this far past WS_QUEUE_MAX. */
 #define WS_CONTROL_SLACK 65536
 /* Broadcasts waiting for one worker; more are dropped (the worker is stuck anyway). */
@@ -44,7 +49,7 @@ struct ws_conn {
 	struct client *c;
 	struct ws_conn *prev, *next; /* the worker's WebSocket clients */
 	uint8_t *in;
-	uint32_t in_len;
+	uint32_t in_len, in_cap;
 	struct ws_msg **q; /* ring of pending output */
 	uint32_t qcap, qhead, qcount;
 	uint32_t qoff; /* bytes of the head message already written */
@@ -397,9 +402,16 @@ ws_read(struct ws_conn *ws)
 	struct client *c = ws->c;
 	ssize_t n;
 
-	if (ws->close_recv || ws->failed || ws->in_len >= WS_IN_CAP)
+	if (ws->close_recv || ws->failed)
 		return 0;
-	n = client_read(c, (char *)ws->in + ws->in_len, WS_IN_CAP - ws->in_len);
+	if (ws->in_len == ws->in_cap) {
+		/* a frame larger than the buffer (it never holds a complete one) */
+		if (ws->in_cap >= WS_IN_CAP)
+			return 0;
+		ws->in_cap = ws->in_cap * 4 < WS_IN_CAP ? ws->in_cap * 4 : WS_IN_CAP;
+		ws->in = xrealloc(ws->in, ws->in_cap);
+	}
+	n = client_read(c, (char *)ws->in + ws->in_len, ws->in_cap - ws->in_len);
 	if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK))
 		return -1;
 	if (n < 0)
@@ -618,7 +630,8 @@ ws_client_attach(struct client *c, const char *head, size_t head_len, const void
 		return -1;
 	ws = xcalloc(1, sizeof(*ws));
 	ws->c = c;
-	ws->in = xmalloc(WS_IN_CAP);
+	ws->in_cap = early_len > WS_IN_START ? WS_IN_CAP : WS_IN_START;
+	ws->in = xmalloc(ws->in_cap);
 	if (early_len > 0)
 		memcpy(ws->in, early, early_len);
 	ws->in_len = (uint32_t)early_len;
@@ -715,6 +728,11 @@ ws_handle_upgrade(struct exchange *x)
 	if (why != NULL) {
 		/* RFC 6455 4.4: name the versions this server speaks */
 		ws_refuse(x, why, bad_version ? "Sec-WebSocket-Version: 13\r\n" : NULL);
+		return;
+	}
+	if (ws_client_count() >= WS_MAX_CLIENTS) {
+		respond_error(x, 503, "service_unavailable", "Too many dashboard connections.",
+		              "Retry-After: 5\r\n", NULL);
 		return;
 	}
 	n = snprintf(head, sizeof(head),

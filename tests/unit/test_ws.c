@@ -334,6 +334,28 @@ test_unmasked_closes(void **state)
 	fixture_teardown(&fx);
 }
 
+/* A frame far larger than the starting input buffer: the buffer grows to hold it. */
+static void
+test_big_frame(void **state)
+{
+	struct fixture fx;
+	static uint8_t frame[WS_MAX_FRAME + 64], payload[WS_MAX_FRAME];
+	uint8_t buf[64];
+	size_t len, n;
+
+	(void)state;
+	fixture_setup(&fx, 0);
+	assert_int_equal(peer_read(&fx, buf, 5), 0);
+	memset(payload, 'b', sizeof(payload));
+	n = client_frame(frame, 0x82, payload, sizeof(payload));
+	n += client_frame(frame + n, 0x89, "p", 1);
+	assert_int_equal(write(fx.peer, frame, n), (ssize_t)n);
+	assert_int_equal(peer_frame(&fx, buf, sizeof(buf), &len), WS_OP_PONG);
+	assert_int_equal(len, 1);
+	assert_false(fx.c->closed);
+	fixture_teardown(&fx);
+}
+
 static void
 test_slow_consumer(void **state)
 {
@@ -365,7 +387,8 @@ main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_accept_key),      cmocka_unit_test(test_frame_header),
 	    cmocka_unit_test(test_parse),           cmocka_unit_test(test_server),
-	    cmocka_unit_test(test_unmasked_closes), cmocka_unit_test(test_slow_consumer),
+	    cmocka_unit_test(test_unmasked_closes), cmocka_unit_test(test_big_frame),
+	    cmocka_unit_test(test_slow_consumer),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
