@@ -211,7 +211,7 @@ cache_http_date(const char *v, size_t len)
 			return -1;
 		return cache_tm_time(&tm);
 	}
-	if (comma != NULL && len >= 30 && (size_t)(comma - v) + 23 == len) {
+	if (comma != NULL && len >= 30 && (size_t)(comma - v) + 24 == len) {
 		/* RFC 850: "Sunday, 06-Nov-94 08:49:37 GMT" */
 		const char *p = comma + 1;
 		int yy;

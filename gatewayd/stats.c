@@ -1,6 +1,7 @@
 #include <stddef.h>
 
 #include "cache.h"
+#include "cache.h"
 #include "stats.h"
 #include "util.h"
 #include "worker.h"
