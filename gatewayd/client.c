@@ -7,7 +7,6 @@
 #include <unistd.h>
 
 #include "cache.h"
-#include "cache.h"
 #include "cidr.h"
 #include "log.h"
 #include "proxy.h"
@@ -41,7 +40,6 @@ exchange_reset(struct exchange *x)
 {
 	size_t off = offsetof(struct exchange, client_ip);
 
-	cache_exchange_end(x);
 	cache_exchange_end(x);
 	memset((char *)x + off, 0, offsetof(struct exchange, req_extra) - off);
 	free(x->heap);
@@ -92,7 +90,6 @@ client_exchange_release(struct exchange *x)
 {
 	struct worker *w = x->w;
 
-	cache_exchange_end(x);
 	cache_exchange_end(x);
 	worker_rt_release(w, x->rt);
 	x->rt = NULL;

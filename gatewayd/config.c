@@ -699,7 +699,6 @@ static const struct config_opt config_route_opts[] = {
 	{"forward_auth", CONFIG_OPT_BOOL, offsetof(struct config_route, forward_auth), 0, 0, 0, 0, 0},
 	{"cache", CONFIG_OPT_BOOL, offsetof(struct config_route, cache), 0, 0, 0, 0, 0},
 	{"cache_ttl", CONFIG_OPT_DURATION, offsetof(struct config_route, cache_ttl_ms), 1, CONFIG_DUR_MAX, 0, 0, 0},
-	{"cache_ttl", CONFIG_OPT_DURATION, offsetof(struct config_route, cache_ttl_ms), 1, CONFIG_DUR_MAX, 0, 0, 0},
 	{"min_tier", CONFIG_OPT_NAME, offsetof(struct config_route, min_tier), 0, CONFIG_NAME_MAX, 0, 0, 0},
 	{.key = NULL},
 };
@@ -857,12 +856,6 @@ static const struct config_opt config_circuit_opts[] = {
 static const struct config_opt config_queue_opts[] = {
 	{"max", CONFIG_OPT_INT, CONFIG_AT(queue.max), 0, 1000000, 0, 0, 0},
 	{"timeout", CONFIG_OPT_DURATION, CONFIG_AT(queue.timeout_ms), 1, CONFIG_DUR_MAX, 0, 0, 0},
-	{.key = NULL},
-};
-
-static const struct config_opt config_cache_opts[] = {
-	{"ttl", CONFIG_OPT_DURATION, CONFIG_AT(cache.ttl_ms), 0, CONFIG_DUR_MAX, 0, 0, 0},
-	{"max_memory", CONFIG_OPT_SIZE, CONFIG_AT(cache.max_memory), 64 * CONFIG_KB, 64 * CONFIG_GB, 0, 0, 0},
 	{.key = NULL},
 };
 
@@ -1317,8 +1310,6 @@ config_set_defaults(struct config *c)
 	c->retries = 1;
 	c->queue.max = 1024;
 	c->queue.timeout_ms = 5 * CONFIG_SECOND;
-	c->cache.ttl_ms = 30 * CONFIG_SECOND;
-	c->cache.max_memory = 64 * CONFIG_MB;
 	c->cache.ttl_ms = 30 * CONFIG_SECOND;
 	c->cache.max_memory = 64 * CONFIG_MB;
 	c->ip_limit.count = 100;

@@ -123,11 +123,6 @@ struct config_cache {
 	uint64_t max_memory; /* [64mb] entries, keys, heads and bodies */
 };
 
-struct config_cache {
-	uint64_t ttl_ms;     /* [30s] lifetime of responses without freshness information */
-	uint64_t max_memory; /* [64mb] entries, keys, heads and bodies */
-};
-
 struct config {
 	char file[CONFIG_PATH_MAX]; /* "" for the embedded default */
 
@@ -153,7 +148,6 @@ struct config {
 	struct config_circuit circuit;
 	int retries; /* [1] */
 	struct config_queue queue;
-	struct config_cache cache;
 	struct config_cache cache;
 
 	struct config_tier tiers[CONFIG_MAX_TIERS]; /* [free basic premium enterprise] */

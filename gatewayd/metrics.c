@@ -404,38 +404,6 @@ metrics_cache(struct mbuf *o)
 	mbuf_printf(o, "gatewayd_cache_evictions_total %llu\n", (unsigned long long)evictions);
 }
 
-/* The response cache: results (a proxied request on a route without cache=on is a
- * bypass too), and what the store holds. */
-static void
-metrics_cache(struct mbuf *o)
-{
-	uint64_t c[CACHE_R_COUNT], entries, bytes, evictions;
-	uint64_t proxied = metrics_worker_sum(offsetof(struct worker, metrics.proxied));
-	uint64_t other;
-
-	cache_counts(c);
-	other = proxied > c[CACHE_R_UPSTREAM] ? proxied - c[CACHE_R_UPSTREAM] : 0;
-	cache_store_usage(&entries, &bytes, &evictions);
-	metrics_head(o, "gatewayd_cache_requests_total", "counter",
-	             "Requests by response cache result.");
-	mbuf_printf(o, "gatewayd_cache_requests_total{result=\"bypass\"} %llu\n",
-	            (unsigned long long)(c[CACHE_R_BYPASS] + other));
-	mbuf_printf(o, "gatewayd_cache_requests_total{result=\"hit\"} %llu\n",
-	            (unsigned long long)c[CACHE_R_HIT]);
-	mbuf_printf(o, "gatewayd_cache_requests_total{result=\"miss\"} %llu\n",
-	            (unsigned long long)c[CACHE_R_MISS]);
-	mbuf_printf(o, "gatewayd_cache_requests_total{result=\"stale\"} %llu\n",
-	            (unsigned long long)c[CACHE_R_STALE]);
-	metrics_write_gauge(o, "gatewayd_cache_entries", "Responses in the cache.",
-	                    (double)entries);
-	metrics_write_gauge(o, "gatewayd_cache_bytes",
-	                    "Bytes the cache holds (entries, keys, heads and bodies).",
-	                    (double)bytes);
-	metrics_head(o, "gatewayd_cache_evictions_total", "counter",
-	             "Entries evicted to stay within max_memory.");
-	mbuf_printf(o, "gatewayd_cache_evictions_total %llu\n", (unsigned long long)evictions);
-}
-
 static void
 metrics_backend_gauges(struct mbuf *o, const struct runtime *rt, const char *name, const char *help,
                        int what)

@@ -11,7 +11,6 @@
 #include "identify.h"
 #include "accesslog.h"
 #include "cache.h"
-#include "cache.h"
 #include "proxy.h"
 #include "util.h"
 #include "xmalloc.h"
@@ -1069,26 +1068,6 @@ proxy_tunnel_start(struct exchange *x)
 	x->c->state = CS_TUNNEL;
 	x->req_done = 1;
 	x->resp_done = 1;
-}
-
-/*
- * The cache answers instead of this response (a 304 that revalidated its entry, or a 5xx
- * replaced by a stale one): the backend is done with. Returns -5 for proxy_run.
- */
-static int
-proxy_cache_answer(struct exchange *x)
-{
-	int ok = x->resp.status < 500;
-	int reusable = ok && x->resp.body == HTTP_BODY_NONE && x->resp.keep_alive &&
-		       x->req_done && x->out.end == x->resp.head_len;
-
-	proxy_record(x, !ok);
-	if (ok)
-		circuit_success(&x->b->circuit, x->w->now_ms);
-	proxy_release_backend(x, reusable);
-	x->b = NULL;
-	cache_answer(x);
-	return -5;
 }
 
 /*

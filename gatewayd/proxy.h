@@ -69,16 +69,6 @@ struct exchange {
 	uint8_t cache_shard_ix;         /* the shard of the fill waited for */
 	uint64_t cache_url_hash;        /* the URL an unsafe method invalidates */
 	uint32_t cache_age_s;           /* Age of the entry served */
-	struct cache_entry *cache_ent;  /* referenced: being served, or stale and revalidated */
-	struct cache_fill *cache_fill;  /* this exchange's response fills the cache */
-	struct cache_fill *cache_wfill; /* the fill this exchange waits for (cache_wait 1) */
-	struct exchange *cache_wnext;   /* next waiter of a fill, or next in a wake queue */
-	uint8_t cache_wait;             /* 1 waiting for a fill, 2 woken, in a wake queue */
-	uint8_t cache_reval;            /* the request upstream carries the entry's validators */
-	uint8_t cache_unsafe;           /* an unsafe method: invalidate the URL on success */
-	uint8_t cache_shard_ix;         /* the shard of the fill waited for */
-	uint64_t cache_url_hash;        /* the URL an unsafe method invalidates */
-	uint32_t cache_age_s;           /* Age of the entry served */
 	char geo_country[4];      /* ISO country of the client (geo.c), "" when unlocated */
 	uint8_t target_saved;     /* saved_target holds the request line: the head is gone */
 	uint64_t rl_limit, rl_remaining, rl_reset_s, rl_window_s;
@@ -189,8 +179,6 @@ void respond_rate_limited(struct exchange *x, const char *code, const char *tier
 /* router.c */
 /* Runs the pipeline stages for a parsed request. */
 void router_dispatch(struct exchange *x);
-/* Runs the stages after the cache's (a coalesced miss that goes upstream after all). */
-void router_after_cache(struct exchange *x);
 /* Runs the stages after the cache's (a coalesced miss that goes upstream after all). */
 void router_after_cache(struct exchange *x);
 /* Reads more of a built-in endpoint's body (phase X_BODY); runs its handler when whole. */

@@ -82,7 +82,6 @@ static const struct builtin router_builtins[] = {
 	{"/admin/unblock_ip", 0, HTTP_M_POST, 1, BI_ADMIN, api_admin_unblock_ip},
 	{"/change_strategy", 0, HTTP_M_POST, 1, BI_ADMIN, api_change_strategy},
 	{"/admin/cache/purge", 0, HTTP_M_POST, 1, BI_ADMIN, api_cache_purge},
-	{"/admin/cache/purge", 0, HTTP_M_POST, 1, BI_ADMIN, api_cache_purge},
 };
 /* clang-format on */
 
@@ -575,15 +574,6 @@ stage_cache(struct exchange *x)
 	return cache_request(x) ? STAGE_DONE : STAGE_NEXT;
 }
 
-/* Routes with cache=on: a hit is answered here, a miss goes on (cache.c). */
-static enum stage_result
-stage_cache(struct exchange *x)
-{
-	if (!x->route->cache)
-		return STAGE_NEXT;
-	return cache_request(x) ? STAGE_DONE : STAGE_NEXT;
-}
-
 static enum stage_result
 stage_proxy(struct exchange *x)
 {
@@ -597,18 +587,6 @@ static const stage_fn router_stages[] = {
 	stage_route,     stage_identity,       stage_identity_block, stage_tier_limit,
 	stage_tier_check, stage_limits,        stage_cache,      stage_proxy,
 };
-
-void
-router_after_cache(struct exchange *x)
-{
-	size_t i = 0, n = sizeof(router_stages) / sizeof(router_stages[0]);
-
-	while (i < n && router_stages[i] != stage_cache)
-		i++;
-	for (i++; i < n; i++)
-		if (router_stages[i](x) == STAGE_DONE)
-			return;
-}
 
 void
 router_after_cache(struct exchange *x)

@@ -1,7 +1,6 @@
 #include <stddef.h>
 
 #include "cache.h"
-#include "cache.h"
 #include "stats.h"
 #include "util.h"
 #include "worker.h"
