@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "api.h"
+#include "geo.h"
 #include "proxy.h"
 #include "ratelimit.h"
 #include "stats.h"
@@ -36,13 +37,26 @@ api_ready(struct exchange *x)
 	respond_json(x, 503, notready, sizeof(notready) - 1, "Retry-After: 5\r\n");
 }
 
-void
-api_stats(struct exchange *x)
+/* Answers 200 with root (consumed). */
+static void
+api_stats_answer(struct exchange *x, cJSON *root)
 {
-	cJSON *root = stats_json(x->rt);
 	char *s = cJSON_PrintUnformatted(root);
 
 	respond_json(x, 200, s, strlen(s), NULL);
 	cJSON_free(s);
 	cJSON_Delete(root);
+}
+
+void
+api_stats(struct exchange *x)
+{
+	api_stats_answer(x, stats_json(x->rt));
+}
+
+/* GET /geo/stats (geo.h) */
+void
+api_geo_stats(struct exchange *x)
+{
+	api_stats_answer(x, geo_stats_json(x->rt));
 }

@@ -19,6 +19,7 @@
 
 #include "balance.h"
 #include "config.h"
+#include "geo.h"
 #include "tls.h"
 #include "http.h"
 #include "util.h"
@@ -657,6 +658,7 @@ static const struct config_opt config_datacenter_name = {
 static const struct config_opt config_datacenter_opts[] = {
 	{"lat", CONFIG_OPT_DOUBLE, offsetof(struct config_datacenter, lat), 0, 0, -90, 90, 1},
 	{"lon", CONFIG_OPT_DOUBLE, offsetof(struct config_datacenter, lon), 0, 0, -180, 180, 1},
+	{"residency", CONFIG_OPT_NAME, offsetof(struct config_datacenter, residency), 0, CONFIG_NAME_MAX, 0, 0, 0},
 	{.key = NULL},
 };
 /* clang-format on */
@@ -683,7 +685,80 @@ config_dir_datacenter(struct config_parser *p, const struct config_directive *d,
 		return -1;
 	if (config_find_datacenter(c, dc.name) != NULL)
 		return config_error(p, "datacenter: duplicate name '%s'", dc.name);
+	if (dc.residency[0] != '\0' && !geo_region_valid(dc.residency))
+		return config_error(p, "datacenter: residency must be EU, EEA or an ISO country "
+		                       "code (DE), got \"%s\"", dc.residency);
+	if (c->ndatacenters >= GEO_MAX_DC)
+		return config_error(p, "datacenter: at most %d datacenters", GEO_MAX_DC);
 	c->datacenters = config_append(c->datacenters, &c->ndatacenters, &dc, sizeof dc);
+	return 0;
+}
+
+/* clang-format off */
+static const struct config_opt config_geo_static_opts[] = {
+	{"country", CONFIG_OPT_NAME, offsetof(struct config_geo_static, country), 0, 3, 0, 0, 0},
+	{"lat", CONFIG_OPT_DOUBLE, offsetof(struct config_geo_static, lat), 0, 0, -90, 90, 0},
+	{"lon", CONFIG_OPT_DOUBLE, offsetof(struct config_geo_static, lon), 0, 0, -180, 180, 0},
+	{.key = NULL},
+};
+/* clang-format on */
+
+/* geo_static CIDR [country=CC] [lat=DEG lon=DEG]: a location for a client prefix. */
+static int
+config_dir_geo_static(struct config_parser *p, const struct config_directive *d, char **argv,
+                      int argc)
+{
+	struct config *c = p->c;
+	struct config_geo_static g;
+	int has_lat = 0, has_lon = 0;
+
+	memset(&g, 0, sizeof g);
+	if (cidr_parse(argv[0], &g.net) < 0)
+		return config_error(p, "geo_static: expected a CIDR (203.0.113.0/24), got \"%s\"",
+		                    argv[0]);
+	g.lat = g.lon = 1000; /* out of range: tells whether lat=/lon= were given */
+	if (config_parse_opts(p, d, argv + 1, argc - 1, &g) < 0)
+		return -1;
+	has_lat = g.lat <= 90;
+	has_lon = g.lon <= 180;
+	if (has_lat != has_lon)
+		return config_error(p, "geo_static: lat= and lon= go together");
+	if (g.country[0] != '\0' && (strlen(g.country) != 2 ||
+	                              strspn(g.country, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") != 2))
+		return config_error(p, "geo_static: country must be an ISO 3166 code (DE), got \"%s\"",
+		                    g.country);
+	if (!has_lat && g.country[0] == '\0')
+		return config_error(p, "geo_static: give country= or lat= and lon=");
+	g.has_pos = has_lat;
+	if (!has_lat)
+		g.lat = g.lon = 0;
+	c->geo_static = config_append(c->geo_static, &c->ngeo_static, &g, sizeof g);
+	return 0;
+}
+
+/* geo_db FILE: a readable MaxMind DB, opened once here so that -t catches a bad one. */
+static int
+config_dir_geo_db(struct config_parser *p, const struct config_directive *d, char **argv, int argc)
+{
+	char err[CONFIG_PATH_MAX + 128];
+
+	if (config_parse_value(p, d, d->value, argv[0], p->c) < 0)
+		return -1;
+	if (geo_db_check(p->c->geo_db, err, sizeof err) < 0)
+		return config_error(p, "geo_db: %s", err);
+	return 0;
+}
+
+static int
+config_dir_geo_mode(struct config_parser *p, const struct config_directive *d, char **argv,
+                    int argc)
+{
+	if (strcmp(argv[0], "distance") == 0)
+		p->c->geo_mode = CONFIG_GEO_DISTANCE;
+	else if (strcmp(argv[0], "latency-aware") == 0)
+		p->c->geo_mode = CONFIG_GEO_LATENCY;
+	else
+		return config_error(p, "geo_mode: distance or latency-aware, got \"%s\"", argv[0]);
 	return 0;
 }
 
@@ -869,6 +944,10 @@ static const struct config_opt config_cache_opts[] = {
 /* clang-format off */
 static const struct config_opt config_retries_value = {
 	"count", CONFIG_OPT_INT, CONFIG_AT(retries), 0, 10, 0, 0, 0};
+static const struct config_opt config_geo_db_value = {
+	"file", CONFIG_OPT_FILE, CONFIG_AT(geo_db), 0, CONFIG_SIZE(geo_db), 0, 0, 0};
+static const struct config_opt config_geo_default_value = {
+	"datacenter", CONFIG_OPT_NAME, CONFIG_AT(geo_default), 0, CONFIG_SIZE(geo_default), 0, 0, 0};
 /* clang-format on */
 
 /*
@@ -1056,10 +1135,15 @@ static const struct config_directive config_directives[] = {
 	{.name = "datacenter", .repeatable = 1, .min_args = 1, .max_args = -1,
 	 .usage = "datacenter NAME lat=DEG lon=DEG",
 	 .handler = config_dir_datacenter, .opts = config_datacenter_opts},
-	CONFIG_LATER("geo_db"),
-	CONFIG_LATER("geo_static"),
-	CONFIG_LATER("geo_default"),
-	CONFIG_LATER("geo_mode"),
+	{.name = "geo_db", .min_args = 1, .max_args = 1, .usage = "geo_db FILE.mmdb",
+	 .handler = config_dir_geo_db, .value = &config_geo_db_value},
+	{.name = "geo_static", .repeatable = 1, .min_args = 1, .max_args = 4,
+	 .usage = "geo_static CIDR [country=CC] [lat=DEG lon=DEG]",
+	 .handler = config_dir_geo_static, .opts = config_geo_static_opts},
+	{.name = "geo_default", .min_args = 1, .max_args = 1, .usage = "geo_default DATACENTER",
+	 .handler = config_dir_value, .value = &config_geo_default_value},
+	{.name = "geo_mode", .min_args = 1, .max_args = 1, .usage = "geo_mode distance|latency-aware",
+	 .handler = config_dir_geo_mode},
 	CONFIG_LATER("geo_http"),
 	{.name = "route", .repeatable = 1, .min_args = 1, .max_args = -1,
 	 .usage = "route /PREFIX [auth=off|none|jwt|apikey|any] [min_tier=TIER] "
@@ -1221,6 +1305,19 @@ config_check_backends(struct config_parser *p)
 	return 0;
 }
 
+static int
+config_check_geo(struct config_parser *p)
+{
+	const struct config *c = p->c;
+	const struct config_directive *d = config_find_directive("geo_default");
+
+	if (c->geo_default[0] != '\0' && config_find_datacenter(c, c->geo_default) == NULL)
+		return config_error_at(p, p->seen[d - config_directives],
+		                       "geo_default: '%s' is not a declared datacenter",
+		                       c->geo_default);
+	return 0;
+}
+
 /* Tier names used by routes and register_tiers must be tiers (declared anywhere). */
 static int
 config_check_tiers(struct config_parser *p)
@@ -1281,7 +1378,7 @@ config_finish(struct config_parser *p)
 		if (rc < 0)
 			return -1;
 	}
-	if (config_check_tiers(p) < 0)
+	if (config_check_tiers(p) < 0 || config_check_geo(p) < 0)
 		return -1;
 	qsort(c->routes, (size_t)c->nroutes, sizeof *c->routes, config_route_cmp);
 	return 0;
@@ -1431,6 +1528,7 @@ config_free(struct config *c)
 	free(c->listens);
 	free(c->backends);
 	free(c->datacenters);
+	free(c->geo_static);
 	free(c->routes);
 	free(c->ip_limit_exempt);
 	free(c->trusted_proxy);

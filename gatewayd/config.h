@@ -48,7 +48,18 @@ struct config_backend {
 struct config_datacenter {
 	char name[CONFIG_NAME_MAX];
 	double lat, lon;
+	char residency[CONFIG_NAME_MAX]; /* "" none; EU, EEA or an ISO country code (geo.c) */
 };
+
+/* geo_static CIDR [country=CC] [lat=DEG lon=DEG] */
+struct config_geo_static {
+	struct cidr net;
+	char country[3]; /* "" when not given */
+	double lat, lon;
+	int has_pos;
+};
+
+enum config_geo_mode { CONFIG_GEO_DISTANCE, CONFIG_GEO_LATENCY };
 
 struct config_route {
 	char prefix[512];
@@ -139,6 +150,11 @@ struct config {
 	int nbackends;
 	struct config_datacenter *datacenters;
 	int ndatacenters;
+	char geo_db[CONFIG_PATH_MAX];         /* [none] MaxMind DB file */
+	struct config_geo_static *geo_static; /* [none] */
+	int ngeo_static;
+	char geo_default[CONFIG_NAME_MAX];    /* [none: all backends] a datacenter */
+	int geo_mode;                         /* [distance] enum config_geo_mode */
 	struct config_route *routes; /* sorted longest prefix first */
 	int nroutes;
 

@@ -25,6 +25,7 @@
 
 struct worker;
 struct upconn;
+struct geo;
 
 enum backend_admin { BACKEND_ENABLED, BACKEND_DRAINING, BACKEND_DISABLED };
 
@@ -87,6 +88,7 @@ struct runtime {
 	struct cidr_tree *trusted;
 	struct cidr_tree *exempt;
 	struct cidr_tree *admin_allow;
+	struct geo *geo; /* geo.h: static entries, MMDB, datacenter of each backend */
 	struct http_limits limits;
 	uint64_t generation;
 };

@@ -137,11 +137,16 @@ metrics_request(struct worker *w, int status, const struct backend *b, uint64_t 
 		status = 0;
 	snprintf(code, sizeof(code), "%03d", status);
 	metrics_count(m, METRICS_K_REQUESTS, code, b != NULL ? b->id : "none", 1);
-	if (b != NULL) {
+	if (b != NULL)
 		metrics_add(&m->proxied, 1);
-		/* geo lookups are not built: the datacenter is known, the country is not */
-		metrics_count(m, METRICS_K_GEO, b->dc[0] != '\0' ? b->dc : "none", "unknown", 1);
-	}
+}
+
+void
+metrics_geo(struct worker *w, const struct backend *b, const char *country)
+{
+	/* countries are ISO codes (at most ~250) and the table is capped: bounded labels */
+	metrics_count(&w->metrics, METRICS_K_GEO, b->dc[0] != '\0' ? b->dc : "none",
+	              country[0] != '\0' ? country : "unknown", 1);
 }
 
 void
@@ -496,7 +501,7 @@ metrics_render(const struct runtime *rt, size_t *len)
 	metrics_samples_finish(&s);
 	metrics_write_counter2(&o, "gatewayd_geo_requests_total",
 	                       "Proxied requests by the answering backend's datacenter and the "
-	                       "client's country (\"unknown\": no geo lookup).",
+	                       "client's country (\"unknown\": the client was not located).",
 	                       "datacenter", "country", &s);
 	metrics_samples_free(&s);
 

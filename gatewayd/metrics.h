@@ -61,6 +61,8 @@ struct metrics_worker {
 
 /* A response went out: status, the backend that answered (NULL: the gateway did). */
 void metrics_request(struct worker *w, int status, const struct backend *b, uint64_t start_us);
+/* A proxied response, by the backend's datacenter and the client's country ("": none). */
+void metrics_geo(struct worker *w, const struct backend *b, const char *country);
 /* A tier limiter decision. */
 void metrics_ratelimit(struct worker *w, const char *tier, int allowed);
 

@@ -283,7 +283,7 @@ proxy_eligible(const struct exchange *x, struct backend *b, int idx, uint64_t no
  * new measurement, so a backend that stopped getting traffic after a slow spell is
  * tried again and its estimate corrected, instead of being starved forever.
  */
-static double
+double
 proxy_ewma_ms(struct backend *b, uint64_t now)
 {
 	uint64_t us = atomic_load_explicit(&b->ewma_us, memory_order_relaxed);
@@ -302,6 +302,7 @@ proxy_pick(struct exchange *x)
 {
 	struct runtime *rt = x->rt;
 	struct balance_target t[BALANCE_MAX_TARGETS];
+	int busyv[BALANCE_MAX_TARGETS];
 	int n = rt->nbackends < BALANCE_MAX_TARGETS ? rt->nbackends : BALANCE_MAX_TARGETS;
 	uint64_t now = x->w->now_ms;
 
@@ -313,12 +314,18 @@ proxy_pick(struct exchange *x)
 			b = rt->backends[i];
 			t[i].id_hash = b->id_hash;
 			t[i].weight = backend_effective_weight(b, now);
-			t[i].eligible = proxy_eligible(x, b, i, now, &busy);
+			busyv[i] = 0;
+			t[i].eligible = proxy_eligible(x, b, i, now, &busyv[i]);
 			t[i].active = atomic_load_explicit(&b->active, memory_order_relaxed);
 			t[i].ewma_ms = proxy_ewma_ms(b, now);
 			t[i].recent_failures =
 				atomic_load_explicit(&b->recent_failures, memory_order_relaxed);
+		}
+		/* SPEC 3: the nearest healthy datacenter first, then the strategy inside it */
+		geo_narrow(rt->geo, &x->geo, t, busyv, n);
+		for (int i = 0; i < n; i++) {
 			any |= t[i].eligible;
+			busy |= busyv[i];
 		}
 		if (!any)
 			return busy ? 0 : -1;
@@ -673,6 +680,23 @@ proxy_drop_response_header(const struct exchange *x, const struct http_header *h
 	}
 }
 
+/* X-Geo-Country and X-Geo-Distance-Km for a located client (geo.c). */
+static size_t
+proxy_geo_headers(const struct exchange *x, char *e, size_t off, size_t cap)
+{
+	long km;
+
+	if (x->geo_country[0] != '\0') {
+		off = proxy_append(e, off, cap, "\r\nX-Geo-Country: ", 17);
+		off = proxy_append(e, off, cap, x->geo_country, strlen(x->geo_country));
+	}
+	if ((km = geo_distance_km(x)) >= 0) {
+		off = proxy_append(e, off, cap, "\r\nX-Geo-Distance-Km: ", 21);
+		off = util_append_u64(e, off, cap, (uint64_t)km);
+	}
+	return off;
+}
+
 static int
 proxy_build_response(struct exchange *x)
 {
@@ -712,6 +736,7 @@ proxy_build_response(struct exchange *x)
 		off = proxy_append(e, off, cap, "\r\nX-Datacenter: ", 16);
 		off = proxy_append(e, off, cap, b->dc, strlen(b->dc));
 	}
+	off = proxy_geo_headers(x, e, off, cap);
 	off = proxy_append(e, off, cap, "\r\nX-Cache: ", 11);
 	off = util_append_str(e, off, cap, x->cache_status != NULL ? x->cache_status : "BYPASS");
 	off = proxy_append(e, off, cap, "\r\n", 2);
@@ -1391,6 +1416,7 @@ proxy_finish(struct exchange *x)
 		x->u->readable = 0;
 	proxy_record(x, x->resp.status >= 500);
 	metrics_request(x->w, x->resp.status, x->b, x->start_us);
+	metrics_geo(x->w, x->b, x->geo_country);
 	accesslog_request(x, x->resp.status, x->b, x->bytes_out, NULL);
 	if (x->resp.status < 500)
 		circuit_success(&x->b->circuit, x->w->now_ms);

@@ -9,6 +9,7 @@
  * buffers with writev; inserted headers go out in the same writev.
  */
 
+#include "geo.h"
 #include "identity.h"
 #include "worker.h"
 
@@ -70,6 +71,7 @@ struct exchange {
 	uint64_t cache_url_hash;        /* the URL an unsafe method invalidates */
 	uint32_t cache_age_s;           /* Age of the entry served */
 	char geo_country[4];      /* ISO country of the client (geo.c), "" when unlocated */
+	struct geo_client geo;    /* geo.c: datacenter order for this client */
 	uint8_t target_saved;     /* saved_target holds the request line: the head is gone */
 	uint64_t rl_limit, rl_remaining, rl_reset_s, rl_window_s;
 	char request_id[132];
@@ -123,6 +125,8 @@ struct exchange {
 /* proxy.c */
 /* Picks a backend: 1 picked (x->b set, slot taken), 0 all busy (queue), -1 none up. */
 int proxy_pick(struct exchange *x);
+/* A backend's response-time EWMA in ms, halved per second without a measurement. */
+double proxy_ewma_ms(struct backend *b, uint64_t now);
 /* Sets x->request_id: the client's when well-formed (SPEC 5), else a new UUID. */
 void proxy_make_request_id(struct exchange *x);
 /* Connects x to its picked backend and starts sending. */

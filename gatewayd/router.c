@@ -9,6 +9,7 @@
 #include "cache.h"
 #include "cidr.h"
 #include "dashboard.h"
+#include "geo.h"
 #include "identify.h"
 #include "identity.h"
 #include "jobs.h"
@@ -57,6 +58,7 @@ static const struct builtin router_builtins[] = {
 	{"/health", 0, HTTP_M_GET, 0, BI_OPEN, api_health},
 	{"/ready", 0, HTTP_M_GET, 0, BI_OPEN, api_ready},
 	{"/stats", 0, HTTP_M_GET, 0, BI_OPEN, api_stats},
+	{"/geo/stats", 0, HTTP_M_GET, 0, BI_OPEN, api_geo_stats},
 	{"/metrics", 0, HTTP_M_GET, 0, BI_OPEN, api_metrics},
 	{"/dashboard", 0, HTTP_M_GET, 0, BI_OPEN, dashboard_handle},
 	{"/ws", 0, HTTP_M_GET, 0, BI_OPEN, ws_handle_upgrade},
@@ -574,6 +576,13 @@ stage_cache(struct exchange *x)
 	return cache_request(x) ? STAGE_DONE : STAGE_NEXT;
 }
 
+/* The client's datacenters, nearest first (geo.c); 503 when residency leaves none. */
+static enum stage_result
+stage_geo(struct exchange *x)
+{
+	return geo_route(x) ? STAGE_NEXT : STAGE_DONE;
+}
+
 static enum stage_result
 stage_proxy(struct exchange *x)
 {
@@ -585,7 +594,8 @@ stage_proxy(struct exchange *x)
 static const stage_fn router_stages[] = {
 	stage_client_ip, stage_ip_block,       stage_ip_limit,   stage_builtin,
 	stage_route,     stage_identity,       stage_identity_block, stage_tier_limit,
-	stage_tier_check, stage_limits,        stage_cache,      stage_proxy,
+	stage_tier_check, stage_limits,        stage_cache,      stage_geo,
+	stage_proxy,
 };
 
 void

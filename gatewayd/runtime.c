@@ -4,6 +4,7 @@
 
 #include "accesslog.h"
 #include "cidr.h"
+#include "geo.h"
 #include "gw.h"
 #include "log.h"
 #include "worker.h"
@@ -67,6 +68,7 @@ runtime_build(struct config *cfg, const struct runtime *old)
 	rt->trusted = runtime_tree(cfg->trusted_proxy, cfg->ntrusted_proxy);
 	rt->exempt = runtime_tree(cfg->ip_limit_exempt, cfg->nip_limit_exempt);
 	rt->admin_allow = runtime_tree(cfg->admin_allow, cfg->nadmin_allow);
+	rt->geo = geo_new(cfg, old != NULL ? old->geo : NULL);
 	rt->limits.max_head = (uint32_t)cfg->limits.header;
 	rt->limits.max_headers = (uint32_t)cfg->limits.headers;
 	rt->limits.max_uri = (uint32_t)cfg->limits.uri;
@@ -91,6 +93,7 @@ runtime_unref(struct runtime *rt)
 	cidr_tree_free(rt->trusted, NULL);
 	cidr_tree_free(rt->exempt, NULL);
 	cidr_tree_free(rt->admin_allow, NULL);
+	geo_free(rt->geo);
 	config_free(rt->cfg);
 	free(rt);
 }

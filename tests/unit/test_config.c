@@ -985,8 +985,7 @@ static void
 test_later_directives_refused(void **state)
 {
 	static const char *const names[] = {
-	    "redis",  "redis_failure", "geo_db",
-	    "geo_static", "geo_default", "geo_mode", "geo_http",
+	    "redis",  "redis_failure", "geo_http",
 	};
 
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
