@@ -516,6 +516,21 @@ ws_worker_new(struct worker *w)
 	return ww;
 }
 
+void
+ws_worker_free(struct ws_worker *ww)
+{
+	if (ww == NULL)
+		return;
+	for (uint32_t i = 0; i < ww->ninbox; i++)
+		ws_msg_unref(ww->inbox[i]);
+	event_free(ww->ev);
+	close(ww->fd);
+	pthread_mutex_destroy(&ww->lock);
+	free(ww->inbox);
+	free(ww->spare);
+	free(ww);
+}
+
 static void
 ws_worker_post(struct ws_worker *ww, struct ws_msg *m)
 {

@@ -100,6 +100,8 @@ uint64_t ws_dropped_total(void);
 
 /* Per-worker state: made once per worker before its thread starts. */
 struct ws_worker *ws_worker_new(struct worker *w);
+/* Frees it (no client left; the worker's loop no longer runs). */
+void ws_worker_free(struct ws_worker *ww);
 /* Pings, silence and slow-consumer checks, close on drain; from the worker's tick. */
 void ws_worker_tick(struct worker *w);
 

@@ -203,8 +203,10 @@ fixture_teardown(struct fixture *fx)
 	free(fx->w->dead);
 	gw.nworkers = 0;
 	gw.workers[0] = NULL;
-	/* the worker's ws state and base stay: one fixture per test, process exits */
 	assert_int_equal(ws_client_count(), 0);
+	ws_worker_free(fx->w->ws);
+	event_base_free(fx->w->base);
+	free(fx->w);
 }
 
 static void
