@@ -170,6 +170,11 @@ static void
 output_config(const cJSON *reply)
 {
 	const cJSON *lines = cJSON_GetObjectItemCaseSensitive(reply, "lines"), *l;
+	const cJSON *name = cJSON_GetObjectItemCaseSensitive(reply, "name");
+
+	if (cJSON_GetArraySize(lines) == 0 && cJSON_IsString(name))
+		printf("# %s is not set: its default applies (gatewayd.conf(5))\n",
+		       name->valuestring);
 
 	cJSON_ArrayForEach(l, lines)
 	{

@@ -69,20 +69,32 @@ control_fail(struct control_reply *r, const char *fmt, ...)
 	va_end(ap);
 }
 
+/* A reply with the members of o (consumed; NULL: none) after "v" and "ok"; its own "ok"
+ * (an HTTP answer's) is dropped. */
+static cJSON *
+control_merge(cJSON *o)
+{
+	cJSON *ok = proto_reply_ok(), *it;
+
+	while (o != NULL && (it = o->child) != NULL) {
+		cJSON_DetachItemViaPointer(o, it);
+		if (strcmp(it->string, "ok") == 0)
+			cJSON_Delete(it);
+		else
+			cJSON_AddItemToObject(ok, it->string, it);
+	}
+	cJSON_Delete(o);
+	return ok;
+}
+
 static void
 control_status(const struct proto_request *q, struct control_reply *r)
 {
 	struct runtime *rt = runtime_acquire();
-	cJSON *s = stats_json(rt), *it;
+	cJSON *s = stats_json(rt);
 
 	runtime_unref(rt);
-	r->ok = proto_reply_ok();
-	/* the /stats object, with the reply's "v" and "ok" in front */
-	while ((it = s->child) != NULL) {
-		cJSON_DetachItemViaPointer(s, it);
-		cJSON_AddItemToObject(r->ok, it->string, it);
-	}
-	cJSON_Delete(s);
+	r->ok = control_merge(s);
 }
 
 static void
@@ -175,24 +187,16 @@ control_key_find(const char *who, struct store_key *k, struct control_reply *r)
 static void
 control_from_job(struct job *j, struct control_reply *r)
 {
-	cJSON *o = j->body != NULL ? cJSON_Parse(j->body) : NULL, *it;
+	cJSON *o = j->body != NULL ? cJSON_Parse(j->body) : NULL;
 
 	if (j->status >= 300 || o == NULL) {
 		const cJSON *m = cJSON_GetObjectItemCaseSensitive(o, "message");
 
 		control_fail(r, "%s", cJSON_IsString(m) ? m->valuestring : "failed");
+		cJSON_Delete(o);
 	} else {
-		r->ok = proto_reply_ok();
-		/* {"ok":true,...} or {"users":...}: every member but "ok" */
-		while ((it = o->child) != NULL) {
-			cJSON_DetachItemViaPointer(o, it);
-			if (strcmp(it->string, "ok") == 0)
-				cJSON_Delete(it);
-			else
-				cJSON_AddItemToObject(r->ok, it->string, it);
-		}
+		r->ok = control_merge(o);
 	}
-	cJSON_Delete(o);
 	free(j->body);
 }
 
@@ -474,7 +478,7 @@ control_usage(const struct proto_request *q, struct control_reply *r)
 	struct runtime *rt;
 	struct identity id;
 	struct store_key k;
-	cJSON *o, *it;
+	cJSON *o;
 
 	if (control_begin(r) != 0 || control_key_find(q->argv[0], &k, r) != 0)
 		return;
@@ -483,14 +487,9 @@ control_usage(const struct proto_request *q, struct control_reply *r)
 	rt = runtime_acquire();
 	o = api_usage_object(rt->cfg, &id, util_now_ms(), NULL);
 	runtime_unref(rt);
-	r->ok = proto_reply_ok();
-	cJSON_AddStringToObject(r->ok, "prefix", k.prefix);
-	cJSON_AddStringToObject(r->ok, "identity", id.name);
-	while ((it = o->child) != NULL) {
-		cJSON_DetachItemViaPointer(o, it);
-		cJSON_AddItemToObject(r->ok, it->string, it);
-	}
-	cJSON_Delete(o);
+	cJSON_AddStringToObject(o, "prefix", k.prefix);
+	cJSON_AddStringToObject(o, "identity", id.name);
+	r->ok = control_merge(o);
 }
 /* An address or CIDR in canonical text into buf. 0, or -1 with r->error set. */
 static int
@@ -923,6 +922,28 @@ control_config_text(void)
 }
 
 /*
+ * 1 when the parser knows directive name: a configuration loaded with "name=" as an
+ * override fails for another reason than an unknown directive (its missing value).
+ */
+static int
+control_directive_known(const char *name)
+{
+	char *ov[2], err[1024];
+	size_t n = strlen(name) + 2;
+	struct config *cfg;
+	int known;
+
+	ov[0] = xmalloc(n);
+	snprintf(ov[0], n, "%s=", name);
+	ov[1] = NULL;
+	cfg = config_load(gw.config_path, ov, err, sizeof(err));
+	known = cfg != NULL || strstr(err, "unknown directive") == NULL;
+	free(ov[0]);
+	config_free(cfg);
+	return known;
+}
+
+/*
  * config get: the lines that define name in the running configuration (the -d and
  * gatectl overrides, else the file's lines); none means the built-in default.
  * strategy and backend are read from the running gateway, as they change live.
@@ -964,8 +985,15 @@ control_config_get(const struct proto_request *q, struct control_reply *r)
 		control_config_lines(text, name, lines);
 		free(text);
 	}
-	if (cJSON_GetArraySize(lines) == 0)
+	if (cJSON_GetArraySize(lines) == 0) {
+		if (!control_directive_known(name)) {
+			cJSON_Delete(r->ok);
+			r->ok = NULL;
+			control_fail(r, "unknown directive %s (gatewayd.conf(5))", name);
+			return;
+		}
 		source = "default";
+	}
 	cJSON_AddStringToObject(r->ok, "source", source);
 }
 
@@ -997,18 +1025,13 @@ control_logs(const struct proto_request *q, struct control_reply *r)
 static void
 control_cache_stats(const struct proto_request *q, struct control_reply *r)
 {
-	cJSON *o = cache_stats_json(), *it;
+	cJSON *o = cache_stats_json();
 
 	if (o == NULL) {
 		control_fail(r, "no cache is configured (no route has cache=on)");
 		return;
 	}
-	r->ok = proto_reply_ok();
-	while ((it = o->child) != NULL) {
-		cJSON_DetachItemViaPointer(o, it);
-		cJSON_AddItemToObject(r->ok, it->string, it);
-	}
-	cJSON_Delete(o);
+	r->ok = control_merge(o);
 }
 
 static void
@@ -1030,6 +1053,27 @@ control_cache_purge(const struct proto_request *q, struct control_reply *r)
 	r->ok = proto_reply_ok();
 	cJSON_AddNumberToObject(r->ok, "purged", (double)n);
 }
+
+/*
+ * geo: the /geo/stats object. Geographic routing (geo.c) is being added beside this
+ * file; until its header is in the tree the command answers "not available".
+ */
+#if __has_include("geo.h")
+#include "geo.h"
+
+static void
+control_geo(const struct proto_request *q, struct control_reply *r)
+{
+	struct runtime *rt = runtime_acquire();
+	cJSON *o = geo_stats_json(rt);
+
+	runtime_unref(rt);
+	r->ok = control_merge(o);
+}
+#define CONTROL_GEO control_geo
+#else
+#define CONTROL_GEO NULL
+#endif
 
 typedef void (*control_fn)(const struct proto_request *, struct control_reply *);
 
@@ -1058,6 +1102,7 @@ static const control_fn control_handlers[PROTO_NHANDLERS] = {
     [PROTO_CONFIG_GET] = control_config_get,
     [PROTO_CONFIG_SET] = control_config_set,
     [PROTO_LOGS] = control_logs,
+    [PROTO_GEO] = CONTROL_GEO,
     [PROTO_CACHE_STATS] = control_cache_stats,
     [PROTO_CACHE_PURGE] = control_cache_purge,
 };

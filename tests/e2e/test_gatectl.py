@@ -525,6 +525,8 @@ class GatectlBackendTest(GatectlCase):
         self.assertEqual(self.strategy(), 'ip_hash')
         self.assertIn('unknown directive', self.refused('config', 'set', 'nosuch', '1'))
         self.assertIn('not a directive name', self.refused('config', 'get', 'Bad-Name'))
+        self.assertIn('unknown directive', self.refused('config', 'get', 'nosuch'))
+        self.assertRegex(self.ok('config', 'get', 'timeouts'), r'^# timeouts is not set')
         # the overrides survive a reload
         self.ok('reload')
         self.assertEqual(self.ok_json('config', 'get', 'retries')['lines'], ['retries 3'])
@@ -680,3 +682,35 @@ class GatectlLogsCacheTest(GatectlCase):
 class GatectlNoCacheTest(GatectlCase):
     def test_cache_stats_without_cache(self):
         self.assertIn('no cache', self.refused('cache', 'stats'))
+
+
+GEO_CONFIG = '''
+    backend b1 127.0.0.1:{b1} dc=us-east
+    datacenter us-east lat=39.04 lon=-77.49
+    route / auth=none
+'''
+
+
+class GatectlGeoTest(GatectlCase):
+    def setUp(self):
+        gwtest.GatewayTestCase.setUp(self)
+        if not os.access(GATECTL, os.X_OK):
+            self.skipTest('bin/gatectl is not built')
+        self.start(config=GEO_CONFIG)
+
+    def test_geo(self):
+        rc, out, err = self.ctl('geo')
+        if rc == 1 and 'not available' in err:
+            self.skipTest('this build has no geographic routing')
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(self.get('/g').status, 200)
+        lines = self.ok('geo').splitlines()
+        self.assertEqual(lines[0].split(), ['NAME', 'LAT', 'LON', 'HEALTHY', 'REQUESTS'])
+        self.assertRegex(lines[1], r'^us-east\s+39\.04\s+-77\.49\s+yes\s+\d+$')
+        self.assertRegex('\n'.join(lines), r'(?m)^lookups\.total\s+\d+$')
+        j = self.ok_json('geo')
+        http = self.get('/geo/stats').json()
+        self.assertEqual([d['name'] for d in j['datacenters']],
+                         [d['name'] for d in http['datacenters']])
+        self.assertGreaterEqual(j['lookups']['total'], 1)
+        self.assertIn('unlocated', j['lookups'])
