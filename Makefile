@@ -34,7 +34,7 @@ DEPS_STAMP := $(BUILD)/.deps-ok
 
 .PHONY: all deps test unit micro e2e fuzz fuzz-build fuzz-long asan asan-test run install clean format lint
 
-all: $(BIN)/gatewayd $(BIN)/gatectl $(BIN)/mockbackend
+all: $(BIN)/gatewayd $(BIN)/gatectl $(BIN)/gatetop $(BIN)/mockbackend
 
 # Installs missing -dev packages (apt-get) once per build tree; see scripts/deps.sh.
 $(DEPS_STAMP): scripts/deps.sh
@@ -70,6 +70,13 @@ $(BIN)/gatectl: $(patsubst %.c,$(BUILD)/%.o,$(wildcard gatectl/*.c)) $(BUILD)/li
 # Bash completion, generated from the command table (shared/proto.c).
 $(BUILD)/gatectl.bash: $(BIN)/gatectl
 	$(BIN)/gatectl completion bash >$@.tmp && mv $@.tmp $@
+
+# gatetop links the wide-character curses (UTF-8 sparklines) on top of libgw.a.
+GATETOP_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(wildcard gatetop/*.c))
+CURSES_LIBS := $(shell pkg-config --libs ncursesw 2>/dev/null || echo -lncursesw)
+$(BIN)/gatetop: $(GATETOP_OBJ) $(BUILD)/libgw.a
+	@mkdir -p $(BIN)
+	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS) $(CURSES_LIBS)
 
 $(BIN)/mockbackend: tests/mockbackend.c | $(DEPS_STAMP)
 	@mkdir -p $(BIN)
@@ -142,7 +149,7 @@ run: all
 install: all $(BUILD)/gatectl.bash
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 \
 		$(DESTDIR)$(PREFIX)/share/man/man5 $(DESTDIR)$(PREFIX)/share/man/man8
-	install -m 755 $(BIN)/gatewayd $(BIN)/gatectl $(BIN)/mockbackend $(DESTDIR)$(PREFIX)/bin/
+	install -m 755 $(BIN)/gatewayd $(BIN)/gatectl $(BIN)/gatetop $(BIN)/mockbackend $(DESTDIR)$(PREFIX)/bin/
 	for m in man/*.[158]; do s=$${m##*.}; install -m 644 $$m $(DESTDIR)$(PREFIX)/share/man/man$$s/; done
 	install -d $(DESTDIR)$(PREFIX)/share/bash-completion/completions
 	install -m 644 $(BUILD)/gatectl.bash $(DESTDIR)$(PREFIX)/share/bash-completion/completions/gatectl
@@ -152,9 +159,11 @@ format:
 
 lint:
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
-		--inline-suppr --std=c11 -D_GNU_SOURCE -Ishared -Igatewayd shared gatewayd tests/mockbackend.c
+		--inline-suppr --std=c11 -D_GNU_SOURCE -Ishared -Igatewayd shared gatewayd gatetop \
+		tests/mockbackend.c
 
 clean:
 	rm -rf build build-asan bin
 
 -include $(LIB_OBJ:.o=.d) $(BUILD)/gatewayd/gatewayd.d
+-include $(GATETOP_OBJ:.o=.d)

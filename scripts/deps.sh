@@ -4,6 +4,9 @@
 set -u
 BUILD_PKGS="pkg-config libevent-dev libssl-dev libcjson-dev libnng-dev libcmocka-dev clang libsqlite3-dev libcrypt-dev libmaxminddb-dev"
 TEST_PKGS="python3 openssl curl mandoc"
+# gatetop: wide-character curses; its tests run it inside tmux
+BUILD_PKGS="$BUILD_PKGS libncurses-dev"
+TEST_PKGS="$TEST_PKGS tmux"
 missing=""
 for p in $BUILD_PKGS $TEST_PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"
