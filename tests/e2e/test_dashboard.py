@@ -58,6 +58,15 @@ def wait_close(ws):
             return payload
 
 
+def ping(ws, data):
+    """Sends a ping; the payload of the pong (broadcasts before it are skipped)."""
+    ws.send_frame(gwtest.WS_PING, data)
+    while True:
+        op, payload = ws.recv()
+        if op == gwtest.WS_PONG:
+            return payload
+
+
 def close_code(payload):
     return struct.unpack('!H', payload[:2])[0]
 
@@ -159,12 +168,7 @@ class DashboardTest(gwtest.GatewayTestCase):
         else:
             self.fail('total_requests did not grow over the stream')
         # ping -> pong with the same payload (broadcasts may come first)
-        ws.send_frame(gwtest.WS_PING, b'are you there')
-        while True:
-            op, payload = ws.recv()
-            if op == gwtest.WS_PONG:
-                self.assertEqual(payload, b'are you there')
-                break
+        self.assertEqual(ping(ws, b'are you there'), b'are you there')
         # close -> the same code back, then the server ends the connection
         payload = ws.close(1000, b'bye')
         self.assertIsNotNone(payload)
@@ -226,12 +230,7 @@ class DashboardTlsTest(gwtest.GatewayTestCase):
                 self.assertStatus(cl.get('/api/tls'), 200)
         stats = recv_json(ws, 'stats')
         self.assertEqual([b['id'] for b in stats['backends']], ['b1'])
-        ws.send_frame(gwtest.WS_PING, b'tls')
-        while True:
-            op, payload = ws.recv()
-            if op == gwtest.WS_PONG:
-                self.assertEqual(payload, b'tls')
-                break
+        self.assertEqual(ping(ws, b'tls'), b'tls')
         self.assertEqual(close_code(ws.close(1000)), 1000)
 
 
