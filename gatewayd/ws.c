@@ -345,6 +345,14 @@ ws_send_close(struct ws_conn *ws, uint16_t code)
 
 /* ---- input ---- */
 
+/* A status code a peer may send (RFC 6455 7.4): 1004-1006 and 1015 never go on the wire. */
+static int
+ws_close_code_valid(uint16_t code)
+{
+	return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1011) ||
+	       (code >= 3000 && code <= 4999);
+}
+
 static void
 ws_on_frame(struct ws_conn *ws, const struct ws_frame *f, const uint8_t *p)
 {
@@ -354,12 +362,12 @@ ws_on_frame(struct ws_conn *ws, const struct ws_frame *f, const uint8_t *p)
 		break;
 	case WS_OP_CLOSE:
 		ws->close_recv = 1;
-		if (f->payload_len == 1) {
-			ws_send_close(ws, 1002);
+		if (f->payload_len < 2) {
+			ws_send_close(ws, f->payload_len == 0 ? 1000 : 1002);
 		} else {
 			/* echo the peer's status code (RFC 6455 5.5.1) */
-			uint16_t code = f->payload_len >= 2 ? (uint16_t)(p[0] << 8 | p[1]) : 1000;
-			ws_send_close(ws, code);
+			uint16_t code = (uint16_t)(p[0] << 8 | p[1]);
+			ws_send_close(ws, ws_close_code_valid(code) ? code : 1002);
 		}
 		break;
 	default:

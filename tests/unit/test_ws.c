@@ -316,6 +316,14 @@ test_server(void **state)
 	assert_true(fx.c->closed);
 	assert_int_equal(read(fx.peer, buf, 1), 0);
 	fixture_teardown(&fx);
+
+	/* a code that must not be sent (1005: "no status") is a protocol error */
+	fixture_setup(&fx, 0);
+	assert_int_equal(peer_read(&fx, buf, 5), 0);
+	peer_send(&fx, 0x88, "\x03\xed", 2);
+	assert_int_equal(peer_frame(&fx, buf, sizeof(buf), &len), WS_OP_CLOSE);
+	assert_memory_equal(buf, "\x03\xea", 2);
+	fixture_teardown(&fx);
 }
 
 static void
