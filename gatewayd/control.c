@@ -18,6 +18,7 @@
 #include "cidr.h"
 #include "conf.h"
 #include "control.h"
+#include "geo.h"
 #include "gw.h"
 #include "identity.h"
 #include "jobs.h"
@@ -1054,13 +1055,7 @@ control_cache_purge(const struct proto_request *q, struct control_reply *r)
 	cJSON_AddNumberToObject(r->ok, "purged", (double)n);
 }
 
-/*
- * geo: the /geo/stats object. Geographic routing (geo.c) is being added beside this
- * file; until its header is in the tree the command answers "not available".
- */
-#if __has_include("geo.h")
-#include "geo.h"
-
+/* geo: the /geo/stats object (geo.c). */
 static void
 control_geo(const struct proto_request *q, struct control_reply *r)
 {
@@ -1070,10 +1065,6 @@ control_geo(const struct proto_request *q, struct control_reply *r)
 	runtime_unref(rt);
 	r->ok = control_merge(o);
 }
-#define CONTROL_GEO control_geo
-#else
-#define CONTROL_GEO NULL
-#endif
 
 typedef void (*control_fn)(const struct proto_request *, struct control_reply *);
 
@@ -1102,7 +1093,7 @@ static const control_fn control_handlers[PROTO_NHANDLERS] = {
     [PROTO_CONFIG_GET] = control_config_get,
     [PROTO_CONFIG_SET] = control_config_set,
     [PROTO_LOGS] = control_logs,
-    [PROTO_GEO] = CONTROL_GEO,
+    [PROTO_GEO] = control_geo,
     [PROTO_CACHE_STATS] = control_cache_stats,
     [PROTO_CACHE_PURGE] = control_cache_purge,
 };

@@ -334,6 +334,24 @@ class GatectlKeysTest(GatectlCase):
         self.assertIn('no such api key', self.refused('block', 'gk_nosuchpre'))
         self.assertIn(('gatectl', 'block_user'), self.actions())
 
+    def test_ambiguous_prefix_is_refused(self):
+        # two live keys with one prefix (12 random hex digits make this rare, never
+        # impossible): written into the database, which the lookup by prefix reads
+        import sqlite3
+        db = sqlite3.connect(self.db_path(), timeout=5)
+        try:
+            for h in ('a' * 64, 'b' * 64):
+                db.execute('INSERT INTO api_keys (hash, prefix, tier, user_id, created_at) '
+                           'VALUES (?, ?, ?, NULL, ?)', (h, 'gk_dupdupdup0', 'free',
+                                                         int(time.time())))
+            db.commit()
+        finally:
+            db.close()
+        for args in (('block', 'gk_dupdupdup0'), ('usage', 'gk_dupdupdup0'),
+                     ('tier', 'gk_dupdupdup0', 'basic'), ('keys', 'revoke', 'gk_dupdupdup0')):
+            with self.subTest(args=args):
+                self.assertIn('give the whole key', self.refused(*args))
+
     def test_tier_and_usage(self):
         u, k = self.user_and_key()
         kh = {'X-API-Key': k['api_key']}
