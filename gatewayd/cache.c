@@ -1508,7 +1508,7 @@ cache_purge(const char *prefix)
 		pthread_mutex_lock(&s->lock);
 		for (e = s->lru.lprev; e != &s->lru; e = prev) {
 			prev = e->lprev;
-			if (plen > 0 &&
+			if (prefix != NULL && plen > 0 &&
 			    (e->url_len < plen || memcmp(e->key + e->url_off, prefix, plen) != 0))
 				continue;
 			cache_unlink(s, e);
