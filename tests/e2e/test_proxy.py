@@ -774,10 +774,13 @@ class ConfigCheckTest(gwtest.GatewayTestCase):
             with self.subTest(line=line):
                 self.assertRefused('listen 127.0.0.1:18080\n' + line, 2, pattern)
 
-    def test_later_issue_directive_not_supported_yet(self):
-        msg = self.assertRefused('listen 127.0.0.1:18080\ncache ttl=30s\n', 2)
-        self.assertIn('not supported yet', msg)
-        self.assertIn('cache', msg)
+    def test_cache_directive_checked(self):
+        # the cache has landed: its directive is accepted, and its values checked
+        rc, err, _ = self.check('listen 127.0.0.1:18080\nbackend b1 127.0.0.1:1\ncache ttl=30s\n'
+                                'route / auth=none cache=on\n')
+        self.assertEqual(rc, 0, err)
+        msg = self.assertRefused('listen 127.0.0.1:18080\ncache max_memory=lots\n', 2)
+        self.assertIn('max_memory', msg)
 
     def test_missing_file(self):
         cp = subprocess.run([gwtest.GATEWAYD, '-t', '-c', '/nonexistent/gatewayd.conf'],
