@@ -279,16 +279,19 @@ proxy_eligible(const struct exchange *x, struct backend *b, int idx, uint64_t no
 }
 
 /*
- * The latency estimate the adaptive strategy sees: it halves for every second without a
+ * The latency estimate the adaptive strategy sees: it halves for every 250 ms without a
  * new measurement, so a backend that stopped getting traffic after a slow spell is
- * tried again and its estimate corrected, instead of being starved forever.
+ * tried again within a second or so and its estimate corrected, instead of being
+ * starved (a backend that is really slow is measured again and falls back at once).
  */
+#define PROXY_EWMA_HALF_LIFE_MS 250
+
 double
 proxy_ewma_ms(struct backend *b, uint64_t now)
 {
 	uint64_t us = atomic_load_explicit(&b->ewma_us, memory_order_relaxed);
 	uint64_t at = atomic_load_explicit(&b->ewma_at_ms, memory_order_relaxed);
-	uint64_t halvings = now > at ? (now - at) / 1000 : 0;
+	uint64_t halvings = now > at ? (now - at) / PROXY_EWMA_HALF_LIFE_MS : 0;
 
 	return halvings >= 63 ? 0.0 : (double)(us >> halvings) / 1000.0;
 }
@@ -862,8 +865,15 @@ proxy_record(struct exchange *x, int failed)
 	 * backend look several times slower and the adaptive strategy would shun it. */
 	if (x->u == NULL || !x->u->reused)
 		return;
-	/* EWMA with alpha 1/8; racy between workers on purpose: it is a hint. */
+	/*
+	 * EWMA with alpha 1/8; racy between workers on purpose: it is a hint. One sample
+	 * counts for at most 4x the estimate (plus 1 ms): a single scheduling stall must
+	 * not make an equal backend look slow for seconds, while a backend that really got
+	 * slower still raises its estimate by up to 1.375x per response.
+	 */
 	uint64_t old = atomic_load_explicit(&b->ewma_us, memory_order_relaxed);
+	if (old != 0 && us > old * 4 + 1000)
+		us = old * 4 + 1000;
 	atomic_store_explicit(&b->ewma_us, old == 0 ? us : old - old / 8 + us / 8,
 			      memory_order_relaxed);
 	atomic_store_explicit(&b->ewma_at_ms, x->w->now_ms, memory_order_relaxed);
