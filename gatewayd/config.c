@@ -749,6 +749,32 @@ config_dir_geo_db(struct config_parser *p, const struct config_directive *d, cha
 	return 0;
 }
 
+/* clang-format off */
+static const struct config_opt config_geo_http_opts[] = {
+	{"timeout", CONFIG_OPT_DURATION, CONFIG_AT(geo_http.timeout_ms), 1, 60 * CONFIG_SECOND, 0, 0, 0},
+	{"ttl", CONFIG_OPT_DURATION, CONFIG_AT(geo_http.ttl_ms), 1000, CONFIG_DUR_MAX, 0, 0, 0},
+	{"negative_ttl", CONFIG_OPT_DURATION, CONFIG_AT(geo_http.negative_ttl_ms), 1000, CONFIG_DUR_MAX, 0, 0, 0},
+	{"max", CONFIG_OPT_INT, CONFIG_AT(geo_http.max), 1, 1024, 0, 0, 0},
+	{.key = NULL},
+};
+/* clang-format on */
+
+/* geo_http URL [options]: an HTTP(S) URL whose "{ip}" becomes the client's address. */
+static int
+config_dir_geo_http(struct config_parser *p, const struct config_directive *d, char **argv,
+                    int argc)
+{
+	const char *u = argv[0];
+
+	if ((strncmp(u, "http://", 7) != 0 && strncmp(u, "https://", 8) != 0) ||
+	    strstr(u, "{ip}") == NULL || strlen(u) >= sizeof p->c->geo_http.url ||
+	    strpbrk(u, " \t\"") != NULL)
+		return config_error(p, "geo_http: expected an http:// or https:// URL with {ip} in "
+		                       "it, got \"%s\"", u);
+	util_strlcpy(p->c->geo_http.url, u, sizeof p->c->geo_http.url);
+	return config_parse_opts(p, d, argv + 1, argc - 1, p->c);
+}
+
 static int
 config_dir_geo_mode(struct config_parser *p, const struct config_directive *d, char **argv,
                     int argc)
@@ -1144,7 +1170,9 @@ static const struct config_directive config_directives[] = {
 	 .handler = config_dir_value, .value = &config_geo_default_value},
 	{.name = "geo_mode", .min_args = 1, .max_args = 1, .usage = "geo_mode distance|latency-aware",
 	 .handler = config_dir_geo_mode},
-	CONFIG_LATER("geo_http"),
+	{.name = "geo_http", .min_args = 1, .max_args = 5,
+	 .usage = "geo_http URL_WITH_{ip} [timeout=D] [ttl=D] [negative_ttl=D] [max=N]",
+	 .handler = config_dir_geo_http, .opts = config_geo_http_opts},
 	{.name = "route", .repeatable = 1, .min_args = 1, .max_args = -1,
 	 .usage = "route /PREFIX [auth=off|none|jwt|apikey|any] [min_tier=TIER] "
 	          "[forward_auth=on|off] [cache=on|off] [cache_ttl=D]",
@@ -1407,6 +1435,10 @@ config_set_defaults(struct config *c)
 	c->retries = 1;
 	c->queue.max = 1024;
 	c->queue.timeout_ms = 5 * CONFIG_SECOND;
+	c->geo_http.timeout_ms = 500;
+	c->geo_http.ttl_ms = 3600 * CONFIG_SECOND;
+	c->geo_http.negative_ttl_ms = 300 * CONFIG_SECOND;
+	c->geo_http.max = 16;
 	c->cache.ttl_ms = 30 * CONFIG_SECOND;
 	c->cache.max_memory = 64 * CONFIG_MB;
 	c->ip_limit.count = 100;

@@ -61,6 +61,15 @@ struct config_geo_static {
 
 enum config_geo_mode { CONFIG_GEO_DISTANCE, CONFIG_GEO_LATENCY };
 
+/* geo_http URL [timeout=D] [ttl=D] [negative_ttl=D] [max=N] (geo_http.c) */
+struct config_geo_http {
+	char url[CONFIG_PATH_MAX]; /* "" none; "{ip}" is replaced by the client address */
+	uint64_t timeout_ms;       /* [500ms] whole lookup */
+	uint64_t ttl_ms;           /* [1h] cached answers */
+	uint64_t negative_ttl_ms;  /* [5m] cached failures and unknown addresses */
+	int max;                   /* [16] lookups in flight per worker */
+};
+
 struct config_route {
 	char prefix[512];
 	size_t prefix_len;
@@ -155,6 +164,7 @@ struct config {
 	int ngeo_static;
 	char geo_default[CONFIG_NAME_MAX];    /* [none: all backends] a datacenter */
 	int geo_mode;                         /* [distance] enum config_geo_mode */
+	struct config_geo_http geo_http;      /* [none] */
 	struct config_route *routes; /* sorted longest prefix first */
 	int nroutes;
 

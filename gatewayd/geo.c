@@ -460,28 +460,49 @@ geo_count(_Atomic uint64_t *c)
 	                      memory_order_relaxed);
 }
 
-int
-geo_route(struct exchange *x)
+/* Counts the lookup and orders x's datacenters; 0 when residency refused x. */
+static int
+geo_decide(struct exchange *x, const struct geo_loc *loc, int located)
 {
 	const struct geo *g = x->rt->geo;
 	struct geo_worker_stats *st = &geo_pw[x->w->id];
 	double dc_ms[GEO_MAX_DC];
-	struct geo_loc loc;
-	int located = geo_locate(g, x->client_ip, &loc);
 
 	geo_count(located ? &st->located : &st->unlocated);
-	memcpy(x->geo_country, loc.country, sizeof(loc.country));
+	memcpy(x->geo_country, loc->country, sizeof(loc->country));
 	if (g->ndc == 0)
 		return 1;
 	if (g->cfg->geo_mode == CONFIG_GEO_LATENCY)
 		geo_dc_latency(x->rt, x->w->now_ms, dc_ms);
-	geo_client_init(g, &loc, dc_ms, &x->geo);
+	geo_client_init(g, loc, dc_ms, &x->geo);
 	if (!x->geo.restricted || geo_any_up(x->rt, &x->geo, x->w->now_ms))
 		return 1;
 	respond_error(x, 503, "no_datacenter",
 	              "No healthy datacenter may serve this client's region (data residency).",
 	              "Retry-After: 5\r\n", NULL);
 	return 0;
+}
+
+int
+geo_route(struct exchange *x)
+{
+	const struct geo *g = x->rt->geo;
+	struct geo_loc loc;
+	int located = geo_locate(g, x->client_ip, &loc);
+
+	if (!located && g->cfg->geo_http.url[0] != '\0') {
+		located = geo_http_lookup(x, &loc);
+		if (located < 0)
+			return 0; /* waits: geo_resume carries on */
+	}
+	return geo_decide(x, &loc, located);
+}
+
+void
+geo_resume(struct exchange *x, const struct geo_loc *loc, int found)
+{
+	if (geo_decide(x, loc, found))
+		proxy_start(x);
 }
 
 long

@@ -97,9 +97,21 @@ void geo_narrow(const struct geo *g, struct geo_client *gc, struct balance_targe
                 int n);
 
 /* The pipeline stage: locates x's client, fills x->geo and x->geo_country, counts the
- * lookup; answers 503 no_datacenter when residency leaves no datacenter. 1 go on, 0
- * answered. */
+ * lookup; answers 503 no_datacenter when residency leaves no datacenter. 1 go on; 0 x
+ * was answered, or waits for the HTTP provider (geo_resume goes on with it). */
 int geo_route(struct exchange *x);
+/* After a geo_http lookup x waited for: the rest of geo_route, then the proxy. */
+void geo_resume(struct exchange *x, const struct geo_loc *loc, int found);
+
+/* geo_http.c: 1 located (from the cache, *loc filled), 0 not locatable now (cached as
+ * unknown, or over the in-flight bound), -1 x waits in X_WAIT for a lookup. */
+int geo_http_lookup(struct exchange *x, struct geo_loc *loc);
+/* A provider's JSON answer: country from "country_code", "countryCode" or "country"
+ * (two upper-case letters); position from "latitude"/"lat" and "longitude"/"lon"/"lng",
+ * or "loc":"LAT,LON". 1 when either was found. */
+int geo_http_parse(const char *body, size_t len, struct geo_loc *out);
+/* The template with "{ip}" replaced by addr; 0, or -1 when it does not fit. */
+int geo_http_url(const char *tmpl, const uint8_t addr[16], char *out, size_t len);
 /* Great-circle distance from x's client to the datacenter its backend is in; -1 when
  * the client is not located. */
 long geo_distance_km(const struct exchange *x);

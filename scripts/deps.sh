@@ -2,7 +2,7 @@
 # Installs the Debian packages gatewayd builds and tests with, when they are missing.
 # Called by make once per build tree. Only apt-get is used; nothing else is downloaded.
 set -u
-BUILD_PKGS="pkg-config libevent-dev libssl-dev libcjson-dev libnng-dev libcmocka-dev clang libsqlite3-dev libcrypt-dev libmaxminddb-dev"
+BUILD_PKGS="pkg-config libevent-dev libssl-dev libcjson-dev libnng-dev libcmocka-dev clang libsqlite3-dev libcrypt-dev libmaxminddb-dev libcurl4-openssl-dev"
 TEST_PKGS="python3 openssl curl mandoc"
 # gatetop: wide-character curses; its tests run it inside tmux
 BUILD_PKGS="$BUILD_PKGS libncurses-dev"

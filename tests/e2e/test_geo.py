@@ -8,6 +8,7 @@ others answer. The MaxMind DB cases build a real .mmdb with MaxMind::DB::Writer 
 libmaxmind-db-writer-perl) and are skipped when that Perl module is missing.
 """
 
+import json
 import math
 import os
 import re
@@ -304,3 +305,130 @@ class TestGeoMaxMindDB(GeoCase):
                           timeout=10, message='the new MMDB after reload')
         self.assertEqual(self.dc_of(SG), 'ap-south')
         self.assertIsNone(self.geo_get('2001:db8::5').header('X-Geo-Country'))
+
+
+class GeoProvider:
+    """A local HTTP geolocation provider on loopback: GET /geo/<ip> answers from `answers`
+    (a JSON object, an int status, or ('slow', seconds, object)), counting requests."""
+
+    def __init__(self, answers):
+        import http.server
+        import threading
+
+        provider = self
+        self.answers = answers
+        self.hits = {}
+        self.lock = threading.Lock()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                ip = self.path.rsplit('/', 1)[-1]
+                with provider.lock:
+                    provider.hits[ip] = provider.hits.get(ip, 0) + 1
+                a = provider.answers.get(ip, 404)
+                if isinstance(a, tuple):
+                    time.sleep(a[1])
+                    a = a[2]
+                if isinstance(a, int):
+                    self.send_response(a)
+                    self.send_header('Content-Length', '0')
+                    self.end_headers()
+                    return
+                body = json.dumps(a).encode()
+                self.send_response(200)
+                self.send_header('Content-Type', 'application/json')
+                self.send_header('Content-Length', str(len(body)))
+                self.end_headers()
+                try:
+                    self.wfile.write(body)
+                except OSError:
+                    pass  # the gateway gave up (timeout)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer((gwtest.HOST, 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def count(self, ip):
+        with self.lock:
+            return self.hits.get(ip, 0)
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class TestGeoHTTP(GeoCase):
+
+    def start_provider(self, opts='timeout=300ms'):
+        p = GeoProvider({
+            DE: {'status': 'success', 'countryCode': 'DE', 'lat': 52.52, 'lon': 13.40},
+            '2001:db8::7': {'country_code': 'JP', 'latitude': 35.68, 'longitude': 139.65},
+            '192.0.2.99': ('slow', 2.0, {'countryCode': 'SG', 'lat': 1.29, 'lon': 103.85}),
+            '203.0.113.50': ('slow', 0.3, {'country': 'IE', 'loc': '53.35,-6.26'}),
+            US: {'countryCode': 'FR', 'lat': 48.86, 'lon': 2.35},
+        })
+        self.addCleanup(p.stop)
+        self.start_geo('geo_http http://127.0.0.1:%d/geo/{ip} %s\n'
+                       'geo_static 198.51.100.0/24 country=US lat=40.71 lon=-74.00\n'
+                       % (p.port, opts))
+        return p
+
+    def test_lookup_cached_and_negative(self):
+        p = self.start_provider()
+        r = self.geo_get(DE)
+        self.assertStatus(r, 200)
+        self.assertEqual(r.header('X-Datacenter'), 'eu-west')
+        self.assertEqual(r.header('X-Geo-Country'), 'DE')
+        for _ in range(4):
+            self.assertEqual(self.geo_get(DE).header('X-Geo-Country'), 'DE')
+        self.assertEqual(p.count(DE), 1, 'answers are cached')
+        r = self.geo_get('2001:db8::7')
+        self.assertEqual(r.header('X-Datacenter'), 'ap-south')
+        # unknown to the provider (404): unlocated, and cached as such
+        for _ in range(3):
+            r = self.geo_get('192.0.2.44')
+            self.assertStatus(r, 200)
+            self.assertIsNone(r.header('X-Geo-Country'))
+        self.assertEqual(p.count('192.0.2.44'), 1, 'failures are cached too')
+        # geo_static is asked first: the provider never hears of this client
+        self.assertEqual(self.geo_get(US).header('X-Geo-Country'), 'US')
+        self.assertEqual(p.count(US), 0)
+        st = self.geo_stats()
+        self.assertEqual(st['lookups']['located'], 7)
+        self.assertEqual(st['lookups']['unlocated'], 3)
+
+    def test_timeout_goes_on_unlocated(self):
+        p = self.start_provider('timeout=300ms')
+        t0 = time.monotonic()
+        r = self.geo_get('192.0.2.99')
+        took = time.monotonic() - t0
+        self.assertStatus(r, 200)
+        self.assertIsNone(r.header('X-Geo-Country'))
+        self.assertLess(took, 1.5, 'the lookup timeout bounds the wait')
+        self.assertEqual(p.count('192.0.2.99'), 1)
+        # other clients were never held up meanwhile: the loop does not block
+        self.assertEqual(self.dc_of(US), 'us-east')
+
+    def test_concurrent_requests_share_a_lookup(self):
+        import threading
+
+        p = self.start_provider('timeout=2s')
+        results = []
+
+        def one():
+            r = self.geo_get('203.0.113.50')
+            results.append((r.status, r.header('X-Datacenter'), r.header('X-Geo-Country')))
+
+        threads = [threading.Thread(target=one) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        self.assertEqual(results, [(200, 'eu-west', 'IE')] * 6)
+        # one lookup per worker thread at most (the daemon runs one per core)
+        self.assertLessEqual(p.count('203.0.113.50'), os.cpu_count() or 2)

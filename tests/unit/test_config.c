@@ -985,7 +985,7 @@ static void
 test_later_directives_refused(void **state)
 {
 	static const char *const names[] = {
-	    "redis",  "redis_failure", "geo_http",
+	    "redis",  "redis_failure",
 	};
 
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {

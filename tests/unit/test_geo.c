@@ -156,7 +156,11 @@ test_config_geo_refused(void **state)
 	    {"datacenter x lat=0 lon=0 residency=Mars\n", "residency must be"},
 	    {"geo_db /nonexistent/file.mmdb\n", "geo_db"},
 	    {"geo_db /etc/hostname\n", "cannot open MaxMind DB"},
-	    {"geo_http http://x/{ip}\n", "not supported yet"},
+	    {"geo_http http://x/\n", "with {ip} in it"},
+	    {"geo_http ftp://x/{ip}\n", "expected an http:// or https:// URL"},
+	    {"geo_http http://x/{ip} timeout=0s\n", "timeout must be"},
+	    {"geo_http http://x/{ip} max=0\n", "max must be"},
+	    {"geo_http http://x/{ip} colour=red\n", "unknown option 'colour'"},
 	};
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -165,6 +169,84 @@ test_config_geo_refused(void **state)
 		snprintf(text, sizeof text, "%s%s", BASE, cases[i].line);
 		assert_refused(text, cases[i].want);
 	}
+}
+
+static void
+test_config_geo_http(void **state)
+{
+	struct config *c = load(BASE);
+
+	assert_string_equal(c->geo_http.url, "");
+	assert_int_equal(c->geo_http.timeout_ms, 500);
+	assert_int_equal(c->geo_http.ttl_ms, 3600000);
+	assert_int_equal(c->geo_http.negative_ttl_ms, 300000);
+	assert_int_equal(c->geo_http.max, 16);
+	config_free(c);
+	c = load(BASE "geo_http https://geo.example/json/{ip}?fields=cc timeout=80ms ttl=10m "
+	              "negative_ttl=30s max=4\n");
+	assert_string_equal(c->geo_http.url, "https://geo.example/json/{ip}?fields=cc");
+	assert_int_equal(c->geo_http.timeout_ms, 80);
+	assert_int_equal(c->geo_http.ttl_ms, 600000);
+	assert_int_equal(c->geo_http.negative_ttl_ms, 30000);
+	assert_int_equal(c->geo_http.max, 4);
+	config_free(c);
+}
+
+/* --- the HTTP provider's answers ----------------------------------------------------- */
+
+static void
+assert_parsed(const char *json, int want, const char *cc, int has_pos, double lat, double lon)
+{
+	struct geo_loc l;
+
+	if (geo_http_parse(json, strlen(json), &l) != want)
+		fail_msg("geo_http_parse(%s) != %d", json, want);
+	assert_string_equal(l.country, cc);
+	assert_int_equal(l.has_pos, has_pos);
+	if (has_pos) {
+		assert_true(fabs(l.lat - lat) < 1e-9);
+		assert_true(fabs(l.lon - lon) < 1e-9);
+	}
+}
+
+static void
+test_http_parse(void **state)
+{
+	/* the shapes of ip-api.com, ipapi.co and ipinfo.io answers */
+	assert_parsed("{\"status\":\"success\",\"countryCode\":\"DE\",\"lat\":52.52,\"lon\":13.4}",
+	              1, "DE", 1, 52.52, 13.4);
+	assert_parsed("{\"country_code\":\"FR\",\"latitude\":48.85,\"longitude\":2.35}", 1, "FR", 1,
+	              48.85, 2.35);
+	assert_parsed("{\"country\":\"JP\",\"loc\":\"35.68,139.65\"}", 1, "JP", 1, 35.68, 139.65);
+	assert_parsed("{\"country\":\"SG\",\"lat\":\"1.29\",\"lng\":\"103.85\"}", 1, "SG", 1, 1.29,
+	              103.85);
+	/* a country name is not a code; half a position is none */
+	assert_parsed("{\"country\":\"Germany\",\"lat\":52.5}", 0, "", 0, 0, 0);
+	assert_parsed("{\"countryCode\":\"de\"}", 0, "", 0, 0, 0);
+	assert_parsed("{\"lat\":95,\"lon\":0}", 0, "", 0, 0, 0);
+	assert_parsed("{\"loc\":\"1,2,3\"}", 0, "", 0, 0, 0);
+	assert_parsed("{\"country_code\":null,\"country\":\"NL\"}", 1, "NL", 0, 0, 0);
+	assert_parsed("[]", 0, "", 0, 0, 0);
+	assert_parsed("not json", 0, "", 0, 0, 0);
+	assert_parsed("", 0, "", 0, 0, 0);
+}
+
+static void
+test_http_url(void **state)
+{
+	uint8_t a[16];
+	char url[64];
+
+	assert_int_equal(cidr_parse_addr("203.0.113.7", 11, a), 0);
+	assert_int_equal(geo_http_url("http://127.0.0.1:9/geo/{ip}?x=1", a, url, sizeof url), 0);
+	assert_string_equal(url, "http://127.0.0.1:9/geo/203.0.113.7?x=1");
+	assert_int_equal(cidr_parse_addr("2001:db8::5", 11, a), 0);
+	assert_int_equal(geo_http_url("http://h/{ip}", a, url, sizeof url), 0);
+	assert_string_equal(url, "http://h/2001:db8::5");
+	assert_int_equal(geo_http_url("http://h/", a, url, sizeof url), -1);
+	assert_int_equal(geo_http_url("http://a-very-long-host-name.example/some/longer/path/{ip}",
+	                              a, url, sizeof url),
+	                 -1);
 }
 
 /* --- locating --------------------------------------------------------------------- */
@@ -409,6 +491,9 @@ main(void)
 	    cmocka_unit_test(test_regions),
 	    cmocka_unit_test(test_config_geo),
 	    cmocka_unit_test(test_config_geo_refused),
+	    cmocka_unit_test(test_config_geo_http),
+	    cmocka_unit_test(test_http_parse),
+	    cmocka_unit_test(test_http_url),
 	    cmocka_unit_test(test_locate_static),
 	    cmocka_unit_test(test_nearest_and_failover),
 	    cmocka_unit_test(test_unlocated),
