@@ -423,6 +423,10 @@ main(int argc, char *argv[])
 	if (gatetop_subscribe(&g) != 0)
 		return 1;
 	rc = once ? gatetop_once(&g) : gatetop_run(&g);
-	nng_close(g.sock);
+	/*
+	 * No nng_close(): exit closes the socket anyway, and nng 1.5's close can deadlock
+	 * while messages are arriving (nanomsg/nng#1543, fixed after 1.5.2); a --once in the
+	 * tests now and then never exited while the daemon published under load.
+	 */
 	return rc;
 }

@@ -45,6 +45,18 @@ panel_keys_rows(const struct model *m, const struct ui *ui)
 	return n;
 }
 
+/* Quotas of a hundred thousand fit the column as "99k/100k". */
+static void
+panel_keys_num(long long v, char *out, size_t len)
+{
+	if (v >= 10000000)
+		snprintf(out, len, "%lldM", v / 1000000);
+	else if (v >= 10000)
+		snprintf(out, len, "%lldk", v / 1000);
+	else
+		snprintf(out, len, "%lld", v);
+}
+
 static enum panel_class
 panel_keys_row(const struct model *m, const struct ui *ui, int i, char *buf, size_t len,
                const struct model_hist **spark)
@@ -56,9 +68,13 @@ panel_keys_row(const struct model *m, const struct ui *ui, int i, char *buf, siz
 		snprintf(buf, len, "?");
 		return PANEL_DIM;
 	}
-	if (k->limit > 0)
-		snprintf(quota, sizeof(quota), "%lld/%lld", k->remaining, k->limit);
-	else
+	if (k->limit > 0) {
+		char left[24], limit[24];
+
+		panel_keys_num(k->remaining, left, sizeof(left));
+		panel_keys_num(k->limit, limit, sizeof(limit));
+		snprintf(quota, sizeof(quota), "%s/%s", left, limit);
+	} else
 		snprintf(quota, sizeof(quota), "-");
 	snprintf(buf, len, "%-15.15s %-8.8s %-7s %6.1f %7lld %8s", k->identity,
 	         k->tier[0] ? k->tier : "-", k->blocked ? "BLOCKED" : "ok", k->rps, k->total,

@@ -9,8 +9,8 @@ directory, make an API key, send traffic with it and check:
 - gatetop inside tmux (a private server, `tmux -L`, killed at the end): the header's total
   moves with traffic, `p` freezes it, `/` filters the keys pane down to our key, `b` blocks
   it (the next request is 403 blocked) and `u` lifts the block, `s` changes the strategy,
-  `t` the key's tier; resizing to 60x20 and to a tiny window does not crash it and it
-  draws again; `q` exits 0;
+  `t` the key's tier; an ownerless key ("k:PREFIX") is blocked by its prefix; resizing to
+  60x20 and to a tiny window does not crash it and it draws again; `q` exits 0;
 - after the daemon stops the header says "disconnected", and gatetop reconnects by itself
   when the daemon is back.
 
@@ -18,6 +18,7 @@ Skipped when bin/gatetop is not built or tmux is not installed (the --once tests
 gatetop).
 """
 
+import json
 import os
 import re
 import shlex
@@ -25,6 +26,7 @@ import shutil
 import subprocess
 import threading
 import time
+import unittest
 
 import gwtest
 from test_identity import IdentityCase
@@ -130,7 +132,7 @@ class GatetopOnceTest(GatetopCase):
         self.assertRegex(out, r'(?m)^us-east +up +2 ')
         key_line = re.search(r'(?m)^%s .*$' % self.ident, out)
         self.assertIsNotNone(key_line, out)
-        self.assertRegex(key_line.group(0), r' free +ok +[\d.]+ +\d+ +\d+/100000$')
+        self.assertRegex(key_line.group(0), r" free +ok +[\d.]+ +\d+ +\d+k/100k$")
         self.assertNotIn(self.key, out, 'a whole API key on the screen')
 
     def test_once_without_a_daemon_exits_3(self):
@@ -275,6 +277,39 @@ class GatetopTmuxTest(GatetopCase):
             t.tmux('resize-window', '-t', 'gt', '-x', '100', '-y', '30')
             t.wait_screen(lambda s: 'backends (2)' in s and 'requests' in s,
                           message='redrawn at 100x30')
+        t.keys('q')
+        self.assertEqual(t.wait_exit(), 0)
+
+    # The stream's top_keys name an ownerless key "k:" + 12 hex digits of the key's hash
+    # (identify.c's rate-limit name, which publish.c also sends as "prefix"), not the key's
+    # prefix (gk_...) that the pubstream note and the control commands use; until the
+    # daemon sends the real prefix this fails, and then shows as an unexpected success:
+    # drop the decorator.
+    @unittest.expectedFailure
+    def test_block_an_ownerless_key_by_its_prefix(self):
+        """A key without a user is "k:PREFIX" in the pane; b and u send the prefix."""
+        gatectl = os.path.join(gwtest.BIN, 'gatectl')
+        if not os.access(gatectl, os.X_OK):
+            self.skipTest('bin/gatectl is not built')
+        cp = subprocess.run([gatectl, '-s', self.gw.control_url, '--json', 'keys', 'create'],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, timeout=15)
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        k = json.loads(cp.stdout)
+        key, prefix = k['api_key'], k['prefix']
+        t = self.open()
+        with Traffic(self.gw.port, key):
+            t.wait_screen(lambda s: 'k:' + prefix in s, message='k:PREFIX in the keys pane')
+            self.assertNotIn(key, t.screen(), 'a whole API key on the screen')
+            t.keys('/')
+            t.keys('-l', prefix)
+            t.keys('Enter')
+            t.keys('b')
+            t.wait_screen(lambda s: 'block %s: ok' % prefix in s, message='block result')
+            self.assertError(self.get('/key/after-block', {'X-API-Key': key}), 403, 'blocked')
+            t.keys('u')
+            t.wait_screen(lambda s: 'unblock %s: ok' % prefix in s, message='unblock result')
+            self.assertEqual(self.get('/key/after-unblock', {'X-API-Key': key}).status, 200)
         t.keys('q')
         self.assertEqual(t.wait_exit(), 0)
 
