@@ -3,6 +3,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -922,6 +923,14 @@ cache_wait_on(struct exchange *x, struct cache_shard *s, struct cache_fill *f)
 	x->c->deadline_ms = x->w->now_ms + t->connect_ms + t->response_ms + 1000;
 }
 
+static int
+cache_has_range(const struct exchange *x)
+{
+	size_t len;
+
+	return http_header_find(&x->req, x->in.data, "range", &len) != NULL;
+}
+
 int
 cache_request(struct exchange *x)
 {
@@ -984,7 +993,8 @@ cache_request(struct exchange *x)
 		x->cache_ent = NULL;
 		return 1;
 	}
-	if (f == NULL && m->method == HTTP_M_GET)
+	/* a Range request would bring back a 206: it does not fill (nor make others wait) */
+	if (f == NULL && m->method == HTTP_M_GET && !cache_has_range(x))
 		x->cache_fill = cache_fill_new(s, hash, &k);
 	pthread_mutex_unlock(&s->lock);
 	/* a stale entry stays referenced: revalidated with its validators, or served when
@@ -1284,35 +1294,151 @@ cache_fill_commit(struct exchange *x)
 	cache_enforce(s);
 }
 
-/* A 304 to our conditional request: the stored response is fresh again (RFC 9111 4.3.4). */
+/* The name of the header line at p (up to the colon) as a C string; 0 when too long. */
+static int
+cache_line_name(const char *p, const char *eol, char *name, size_t cap)
+{
+	const char *colon = memchr(p, ':', (size_t)(eol - p));
+	size_t n = colon != NULL ? (size_t)(colon - p) : 0;
+
+	if (n == 0 || n >= cap)
+		return 0;
+	memcpy(name, p, n);
+	name[n] = '\0';
+	return 1;
+}
+
+/* Finds the ETag and Last-Modified values in e's head. */
+static void
+cache_entry_validators(struct cache_entry *e)
+{
+	const char *p = e->head + e->status_len, *end = e->head + e->head_len;
+
+	e->etag_len = e->lm_len = 0;
+	while (p < end) {
+		const char *eol = memchr(p, '\n', (size_t)(end - p)), *v;
+		char name[32];
+
+		if (eol == NULL)
+			break;
+		if (cache_line_name(p, eol, name, sizeof(name)) &&
+		    (strcasecmp(name, "etag") == 0 || strcasecmp(name, "last-modified") == 0)) {
+			size_t vlen;
+
+			v = p + strlen(name) + 1;
+			while (v < eol && (*v == ' ' || *v == '\t'))
+				v++;
+			vlen = (size_t)(eol - v);
+			while (vlen > 0 &&
+			       (v[vlen - 1] == '\r' || v[vlen - 1] == ' ' || v[vlen - 1] == '\t'))
+				vlen--;
+			if (name[0] == 'e' || name[0] == 'E') {
+				e->etag_off = (uint32_t)(v - e->head);
+				e->etag_len = (uint32_t)vlen;
+			} else {
+				e->lm_off = (uint32_t)(v - e->head);
+				e->lm_len = (uint32_t)vlen;
+				e->lm_s = cache_http_date(v, vlen);
+			}
+		}
+		p = eol + 1;
+	}
+}
+
+/*
+ * The stored response with the header fields of a 304 applied (RFC 9111 3.2): each field
+ * the 304 carries replaces the stored ones of that name; framing, hop-by-hop and Age
+ * are not taken. A new entry (entries never change once linked); the body is copied.
+ */
+static struct cache_entry *
+cache_entry_updated(const struct cache_entry *old, const struct exchange *x)
+{
+	const struct http_msg *m = &x->resp;
+	const char *buf = x->out.data;
+	const char *p = old->head + old->status_len, *end = old->head + old->head_len;
+	char *h = xmalloc(old->head_len + m->head_len + 1), *body;
+	size_t off = old->status_len, len;
+	struct cache_entry *e;
+
+	memcpy(h, old->head, old->status_len);
+	while (p < end) {
+		const char *eol = memchr(p, '\n', (size_t)(end - p));
+		char name[128];
+
+		eol = eol != NULL ? eol + 1 : end;
+		if (!cache_line_name(p, eol, name, sizeof(name)) ||
+		    strcasecmp(name, "content-length") == 0 ||
+		    http_header_find(m, buf, name, &len) == NULL) {
+			memcpy(h + off, p, (size_t)(eol - p));
+			off += (size_t)(eol - p);
+		}
+		p = eol;
+	}
+	for (int i = 0; i < m->nhdr; i++) {
+		const struct http_header *hd = &m->hdr[i];
+
+		if (cache_drop_stored(m, buf, hd))
+			continue;
+		memcpy(h + off, buf + hd->line_off, hd->line_len);
+		off += hd->line_len;
+	}
+	body = xmalloc(old->body_len + 1);
+	memcpy(body, old->body, old->body_len);
+	e = cache_entry_new(old->key, old->key_len, h, off, NULL, 0, old->vary, old->vary_len, body,
+	                    old->body_len);
+	free(h);
+	e->url_off = old->url_off;
+	e->url_len = old->url_len;
+	e->url_hash = old->url_hash;
+	e->status = old->status;
+	e->status_len = old->status_len;
+	e->must_revalidate = old->must_revalidate;
+	e->swr_s = old->swr_s;
+	e->sie_s = old->sie_s;
+	util_strlcpy(e->backend, x->b != NULL ? x->b->id : old->backend, sizeof(e->backend));
+	util_strlcpy(e->dc, x->b != NULL ? x->b->dc : old->dc, sizeof(e->dc));
+	cache_entry_validators(e);
+	return e;
+}
+
+/*
+ * A 304 to our conditional request: the stored response, its headers updated, is fresh
+ * again (RFC 9111 4.3.4). It replaces the old entry, x serves it, the waiters get it.
+ */
 static void
 cache_refresh(struct exchange *x)
 {
-	struct cache_entry *e = x->cache_ent;
-	struct cache_shard *s = cache_shard_of(e->url_hash);
+	struct cache_entry *old = x->cache_ent, *e, *replaced;
+	struct cache_shard *s = cache_shard_of(old->url_hash);
+	struct cache_fill *f = x->cache_fill;
 	struct cache_cc cc;
 	uint64_t life, age;
 	uint64_t ttl = x->route->cache_ttl_ms ? x->route->cache_ttl_ms : x->rt->cfg->cache.ttl_ms;
 
 	cache_cc_of(&x->resp, x->out.data, &cc);
 	cache_freshness(x, &cc, 0, &life, &age);
-	pthread_mutex_lock(&s->lock);
 	if (life == 0 && !(cc.flags & (CACHE_CC_MAX_AGE | CACHE_CC_S_MAXAGE)))
-		life = e->lifetime_ms != 0 ? e->lifetime_ms : ttl;
+		life = old->lifetime_ms != 0 ? old->lifetime_ms : ttl;
+	e = cache_entry_updated(old, x);
 	e->lifetime_ms = life;
 	e->initial_age_ms = age;
 	e->stored_ms = util_now_ms();
+	atomic_fetch_add_explicit(&e->refs, 1, memory_order_relaxed); /* x's */
 	x->cache_age_s = (uint32_t)(age / 1000);
-	if (x->cache_fill != NULL) {
-		struct cache_fill *f = x->cache_fill;
+	x->cache_fill = NULL;
+	pthread_mutex_lock(&s->lock);
+	replaced = cache_link(s, e);
+	if (f != NULL) {
 		cache_fill_unlink(s, f);
 		cache_wake(f, e);
-		x->cache_fill = NULL;
-		pthread_mutex_unlock(&s->lock);
-		cache_fill_free(f);
-		return;
 	}
 	pthread_mutex_unlock(&s->lock);
+	cache_entry_unref(replaced);
+	cache_entry_unref(old);
+	x->cache_ent = e;
+	if (f != NULL)
+		cache_fill_free(f);
+	cache_enforce(s);
 }
 
 /* Staleness of x's entry is allowed because the backend failed (RFC 9111 4.2.4, 5861). */

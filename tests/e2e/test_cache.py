@@ -274,11 +274,15 @@ class TestExpiry(CacheTest):
         self.assertGreaterEqual(int(r.header('Age')), 1)
 
     def test_revalidation_with_etag(self):
-        self.assertEqual(self.xcache('/cacheable?max_age=1'), 'MISS')
+        r0 = self.get('/cacheable?max_age=1')
+        self.assertEqual(r0.header('X-Cache'), 'MISS')
         time.sleep(1.3)
         r = self.get('/cacheable?max_age=1')
         self.assertEqual(r.status, 200)
         self.assertEqual(r.header('X-Cache'), 'HIT')
+        # the 304's fields replace the stored ones (RFC 9111 3.2): its Date is newer
+        self.assertNotEqual(r.header('Date'), r0.header('Date'))
+        self.assertEqual(r.body, r0.body)
         self.assertEqual(self.b1.requests('/cacheable'), 2)  # the conditional request
         self.assertTrue(r.json()['path'] == '/cacheable')
         self.assertEqual(self.xcache('/cacheable?max_age=1'), 'HIT')
