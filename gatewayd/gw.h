@@ -130,8 +130,10 @@ struct runtime *runtime_acquire(void);
  * running one: a runtime built from the current one (backends of the same id and
  * address carry over), the access log retargeted, the workers woken. take_strategy: the
  * file's strategy replaces the running one. Any thread; reloads run one at a time. A
- * given list becomes gw.overrides (the old list is never freed: another reload may be
- * reading it). 0, or -1 with the parser's message in err and nothing changed.
+ * given list (heap strings; it may share strings with gw.overrides) becomes gw.overrides
+ * and the old list is freed: only the control thread passes one, and gw.overrides is
+ * read only under the reload lock or on that thread. 0, or -1 with the parser's message
+ * in err and nothing changed (the list stays the caller's).
  */
 int runtime_reload(char **overrides, int take_strategy, char *err, size_t errlen);
 

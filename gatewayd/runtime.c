@@ -139,6 +139,24 @@ runtime_acquire(void)
 /* One reload at a time: SIGHUP on the main thread, gatectl on the control thread. */
 static pthread_mutex_t runtime_reload_lock = PTHREAD_MUTEX_INITIALIZER;
 
+/* gw.overrides becomes ov; the old list is freed with its strings that ov does not keep. */
+static void
+runtime_overrides_replace(char **ov)
+{
+	char **old = gw.overrides;
+
+	for (int i = 0; old != NULL && old[i] != NULL; i++) {
+		int kept = 0;
+
+		for (int k = 0; ov[k] != NULL && !kept; k++)
+			kept = ov[k] == old[i];
+		if (!kept)
+			free(old[i]);
+	}
+	free(old);
+	gw.overrides = ov;
+}
+
 int
 runtime_reload(char **overrides, int take_strategy, char *err, size_t errlen)
 {
@@ -153,7 +171,7 @@ runtime_reload(char **overrides, int take_strategy, char *err, size_t errlen)
 		return -1;
 	}
 	if (overrides != NULL)
-		gw.overrides = overrides; /* the old list is not freed: see gw.h */
+		runtime_overrides_replace(overrides);
 	old = runtime_acquire();
 	if (cfg->nlistens != old->cfg->nlistens)
 		log_warnx("reload: listen lines changed; they take effect at the next restart");
