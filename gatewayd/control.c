@@ -887,19 +887,22 @@ control_config_lines(const char *text, const char *name, cJSON *arr)
 {
 	size_t n = strlen(name);
 
-	for (const char *l = text; *l != '\0';) {
-		const char *e = strchr(l, '\n');
-		size_t len = e != NULL ? (size_t)(e - l) : strlen(l);
+	for (const char *line = text; *line != '\0';) {
+		const char *end = line + strcspn(line, "\n");
+		const char *w = line + strspn(line, " \t");
 
-		l += strspn(l, " \t");
-		if (strncmp(l, name, n) == 0 && (l[n] == ' ' || l[n] == '\t')) {
-			char *s = xstrndup(l, len - (size_t)(l - (e != NULL ? e - len : l)));
+		if (strncmp(w, name, n) == 0 && (w[n] == ' ' || w[n] == '\t')) {
+			char *s = xstrndup(w, (size_t)(end - w));
 
-			s[strcspn(s, "#")] = '\0';
+			size_t k = strcspn(s, "#\r"); /* the comment is not the value */
+
+			while (k > 0 && (s[k - 1] == ' ' || s[k - 1] == '\t'))
+				k--;
+			s[k] = '\0';
 			cJSON_AddItemToArray(arr, cJSON_CreateString(s));
 			free(s);
 		}
-		l = e != NULL ? e + 1 : l + strlen(l);
+		line = *end != '\0' ? end + 1 : end;
 	}
 }
 

@@ -446,6 +446,7 @@ BACKENDS_CONFIG = '''
     backend b1 127.0.0.1:{b1}
     backend b2 127.0.0.1:{b2}
     health_check interval=1s timeout=500ms
+    queue max=64   # waiting requests per worker
     ip_limit_exempt 127.0.0.0/8
     trusted_proxy 127.0.0.0/8
     route / auth=none
@@ -531,6 +532,8 @@ class GatectlBackendTest(GatectlCase):
         self.assertEqual(len(j['lines']), 2)
         self.assertTrue(j['lines'][0].startswith('backend b1 127.0.0.1:'), j)
         self.assertEqual(self.ok_json('config', 'get', 'retries')['source'], 'default')
+        j = self.ok_json('config', 'get', 'queue')
+        self.assertEqual((j['lines'], j['source']), (['queue max=64'], 'file'))
         j = self.ok_json('config', 'set', 'retries', '3')
         self.assertEqual((j['name'], j['value']), ('retries', '3'))
         j = self.ok_json('config', 'get', 'retries')
