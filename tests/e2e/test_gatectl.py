@@ -435,6 +435,9 @@ class GatectlKeysTest(GatectlCase):
                          'invalid_api_key')
         self.assertIn('revoked', self.refused('keys', 'revoke', r['prefix']))
         self.assertIn('revoked', self.refused('keys', 'rotate', r['prefix']))
+        out = self.ok('keys', 'rotate', old['prefix'])
+        self.assertRegex(out, r'(?m)^api_key\s+gk_\w+$')
+        self.assertRegex(out, r'(?m)^previous_prefix\s+%s$' % re.escape(old['prefix']))
         state = {x['prefix']: x['state'] for x in self.ok_json('keys', 'list')['keys']}
         self.assertEqual(state[r['prefix']], 'revoked')
         acts = self.actions()
@@ -491,6 +494,9 @@ class GatectlBackendTest(GatectlCase):
         self.assertEqual(self.listed()['b1']['weight'], 7)
         self.assertEqual({b['id']: b['weight'] for b in self.get('/stats').json()['backends']},
                          {'b1': 7, 'b2': 1})
+        self.assertEqual(self.ok_json('config', 'get', 'backend')['source'], 'override')
+        self.assertRegex(self.ok('backend', 'weight', 'b2', '3'), r'(?m)^weight\s+3$')
+        self.assertEqual(self.listed()['b2']['weight'], 3)
         self.assertIn('1..1000', self.refused('backend', 'weight', 'b1', '0'))
         self.assertIn('no backend', self.refused('backend', 'weight', 'b9', '2'))
         self.assertEqual(self.listed()['b1']['weight'], 7)
@@ -542,7 +548,12 @@ class GatectlBackendTest(GatectlCase):
         self.assertIn('retries', err)
         self.assertIn('nothing changed', err)
         self.assertEqual(self.ok_json('config', 'get', 'retries')['lines'], ['retries 3'])
-        self.ok('config', 'set', 'strategy', 'ip_hash')
+        out = self.ok('config', 'set', 'strategy', 'ip_hash')
+        self.assertRegex(out, r'(?m)^strategy\s+ip_hash$')
+        self.assertRegex(out, r'(?m)^value\s+ip_hash$')
+        self.ok('config', 'set', 'circuit', 'failures=3 open=10s')
+        self.assertEqual(self.ok('config', 'get', 'circuit').strip(),
+                         'circuit failures=3 open=10s')
         self.assertEqual(self.strategy(), 'ip_hash')
         self.assertIn('unknown directive', self.refused('config', 'set', 'nosuch', '1'))
         self.assertIn('not a directive name', self.refused('config', 'get', 'Bad-Name'))
