@@ -15,6 +15,7 @@
 #define SCREEN_MIN_COLS 30
 #define SCREEN_DC_WIDTH 38
 #define SCREEN_SPARK_WIDTH 16
+#define SCREEN_PROMPT_ROOM 24 /* columns a prompt keeps for the answer */
 
 enum screen_color { SCREEN_C_GOOD = 1, SCREEN_C_WARN, SCREEN_C_BAD, SCREEN_C_TITLE };
 
@@ -322,6 +323,25 @@ screen_draw(const struct model *m, struct ui *ui, double now)
 	doupdate();
 }
 
+/*
+ * The prompt on the last line: the end of a long question (its start scrolls off, so
+ * the input keeps SCREEN_PROMPT_ROOM columns), then the end of the input typed so far.
+ */
+static void
+screen_prompt_line(const char *question, const char *input)
+{
+	int qlen = (int)strlen(question), ilen = (int)strlen(input), room;
+
+	if (qlen > COLS - SCREEN_PROMPT_ROOM)
+		question += qlen - (COLS > SCREEN_PROMPT_ROOM ? COLS - SCREEN_PROMPT_ROOM : 0);
+	attron(A_BOLD);
+	mvaddnstr(LINES - 1, 0, question, COLS);
+	attroff(A_BOLD);
+	room = COLS - (int)strlen(question) - 1;
+	if (room > 0)
+		addnstr(input + (ilen > room ? ilen - room : 0), room);
+}
+
 int
 screen_prompt(const char *question, char *out, size_t outlen)
 {
@@ -334,10 +354,7 @@ screen_prompt(const char *question, char *out, size_t outlen)
 	for (;;) {
 		move(LINES - 1, 0);
 		clrtoeol();
-		attron(A_BOLD);
-		mvaddnstr(LINES - 1, 0, question, COLS);
-		attroff(A_BOLD);
-		addnstr(out, COLS - (int)strlen(question) - 1);
+		screen_prompt_line(question, out);
 		refresh();
 		ch = getch();
 		if (ch == 27) /* Esc */

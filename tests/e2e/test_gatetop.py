@@ -157,13 +157,19 @@ class GatetopOnceTest(GatetopCase):
 
 
 class Tmux:
-    """A private tmux server (-L NAME) running one command in a detached session."""
+    """A private tmux server (-L NAME) running one command in a detached session.
+
+    The command's exit status is written to a file by the shell that runs it: tmux's own
+    pane_dead_status is not always set by the time the pane reads as dead.
+    """
 
     def __init__(self, test, argv, width=100, height=30):
         self.name = 'gwtest-gatetop-%d-%s' % (os.getpid(), os.urandom(3).hex())
         self.test = test
-        cmd = 'env LC_ALL=C.UTF-8 TERM=screen ' + ' '.join(shlex.quote(a) for a in argv)
-        # remain-on-exit: a crash leaves the pane (and its exit status) to look at
+        self.status_path = os.path.join(test.tmp, self.name + '.status')
+        cmd = 'env LC_ALL=C.UTF-8 TERM=screen %s; echo $? >%s' % (
+            ' '.join(shlex.quote(a) for a in argv), shlex.quote(self.status_path))
+        # remain-on-exit: the last screen stays to look at when the program ends
         self.tmux('-f', '/dev/null', 'new-session', '-d', '-s', 'gt', '-x', str(width),
                   '-y', str(height), cmd, ';', 'set-option', '-t', 'gt', 'remain-on-exit', 'on')
         test.addCleanup(self.kill)
@@ -185,14 +191,13 @@ class Tmux:
         self.tmux('send-keys', '-t', 'gt', *keys)
 
     def dead(self):
-        """None while the program runs, else its exit status ('signal N' when killed)."""
-        out = self.tmux('display-message', '-p', '-t', 'gt',
-                        '#{pane_dead}:#{pane_dead_status}:#{pane_dead_signal}').strip()
-        dead, status, sig = (out.split(':') + ['', ''])[:3]
-        # the pane is dead once its pty closes, a moment before tmux reaps the process
-        if dead != '1' or not (status or sig):
+        """None while the program runs, else its exit status (128+N: killed by signal N)."""
+        try:
+            with open(self.status_path) as f:
+                text = f.read().strip()
+        except FileNotFoundError:
             return None
-        return int(status) if status else 'signal %s' % sig
+        return int(text) if text else None
 
     def wait_exit(self):
         """The exit status after q (fails with the screen if it does not exit)."""
@@ -299,7 +304,7 @@ class GatetopTmuxTest(GatetopCase):
         key, prefix = k['api_key'], k['prefix']
         t = self.open()
         with Traffic(self.gw.port, key):
-            t.wait_screen(lambda s: 'k:' + prefix in s, message='k:PREFIX in the keys pane')
+            t.wait_screen(lambda s: 'k:' + prefix in s, 6, 'k:PREFIX in the keys pane')
             self.assertNotIn(key, t.screen(), 'a whole API key on the screen')
             t.keys('/')
             t.keys('-l', prefix)
@@ -316,7 +321,7 @@ class GatetopTmuxTest(GatetopCase):
     def test_strategy_and_tier(self):
         t = self.open()
         t.keys('s')
-        t.wait_screen(lambda s: 'strategy (' in s, message='strategy prompt')
+        t.wait_screen(lambda s: 'empty: next):' in s, message='strategy prompt')
         t.keys('-l', 'least_connections')
         t.keys('Enter')
         t.wait_screen(lambda s: 'strategy least_connections: ok' in s, message='strategy result')
