@@ -919,8 +919,11 @@ cache_wait_on(struct exchange *x, struct cache_shard *s, struct cache_fill *f)
 	f->waiters = x;
 	f->nwaiters++;
 	x->phase = X_WAIT;
-	/* the fill's own deadline comes first: its failure wakes us to go upstream */
-	x->c->deadline_ms = x->w->now_ms + t->connect_ms + t->response_ms + 1000;
+	/* the fill's own deadlines (every attempt of it) come first: its failure wakes us to
+	 * go upstream ourselves */
+	x->c->deadline_ms = x->w->now_ms +
+	                    (uint64_t)(x->rt->cfg->retries + 1) * (t->connect_ms + t->response_ms) +
+	                    1000;
 }
 
 static int
