@@ -18,7 +18,8 @@
  *                       interim response followed by a final 200
  *   /cacheable          Cache-Control: public, max-age=60 (?max_age=N, ?s_maxage=N, ?swr=N,
  *                       ?sie=N stale-while-revalidate/-if-error, ?mr=1 must-revalidate,
- *                       ?vary=1 Vary: Accept-Language), ETag, Last-Modified;
+ *                       ?vary=1 Vary: Accept-Language, ?expires=N Expires instead
+ *                       of max-age), ETag, Last-Modified;
  *                       If-None-Match / If-Modified-Since answer 304
  *   /private /nostore   Cache-Control: private / no-store
  *   /setcookie          cacheable, but with Set-Cookie
@@ -1537,7 +1538,8 @@ handle_cache(struct conn *c)
 		break;
 	default: {
 		char sm[160] = "";
-		long long swr = -1, sie = -1, mr = 0, vary = 0;
+		long long swr = -1, sie = -1, mr = 0, vary = 0, expires = -1;
+		char cc[128];
 		size_t n;
 
 		if (query_num(h + r->query.off, r->query.len, "max_age", &max_age) < 0)
@@ -1554,11 +1556,20 @@ handle_cache(struct conn *c)
 			snprintf(sm + n, sizeof(sm) - n, ", must-revalidate");
 		/* ?vary=1: the body depends on Accept-Language */
 		query_num(h + r->query.off, r->query.len, "vary", &vary);
-		snprintf(extra, sizeof(extra),
-		         "Cache-Control: public, max-age=%lld%s\r\nETag: %s\r\nLast-Modified: "
-		         "%s\r\n%s",
-		         max_age, sm, MOCK_ETAG, MOCK_LAST_MODIFIED,
-		         vary ? "Vary: Accept-Language\r\n" : "");
+		/* ?expires=N: an Expires N seconds ahead instead of max-age */
+		if (query_num(h + r->query.off, r->query.len, "expires", &expires) > 0) {
+			time_t t = time(NULL) + (time_t)expires;
+			struct tm tm;
+			char d[48];
+
+			gmtime_r(&t, &tm);
+			strftime(d, sizeof(d), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+			snprintf(cc, sizeof(cc), "Expires: %s\r\nCache-Control: public", d);
+		} else {
+			snprintf(cc, sizeof(cc), "Cache-Control: public, max-age=%lld", max_age);
+		}
+		snprintf(extra, sizeof(extra), "%s%s\r\nETag: %s\r\nLast-Modified: %s\r\n%s", cc,
+		         sm, MOCK_ETAG, MOCK_LAST_MODIFIED, vary ? "Vary: Accept-Language\r\n" : "");
 		if (not_modified(c)) {
 			respond(c, 304, NULL, extra, "", 0);
 			return;

@@ -311,6 +311,32 @@ class TestExpiry(CacheTest):
         self.assertEqual(r.header('X-Cache'), 'STALE')
 
 
+class TestPureSharedCache(CacheTest):
+    """cache ttl=0: RFC 9111 only, no default lifetime."""
+    ttl = '0'
+
+    def test_no_freshness_no_validators_not_stored(self):
+        self.assertEqual(self.xcache('/plain'), 'MISS')
+        self.assertEqual(self.xcache('/plain'), 'MISS')
+        self.assertEqual(self.b1.requests('/plain'), 2)
+
+    def test_explicit_freshness_stored(self):
+        self.assertEqual(self.xcache('/cacheable?max_age=30'), 'MISS')
+        self.assertEqual(self.xcache('/cacheable?max_age=30'), 'HIT')
+
+    def test_expires(self):
+        self.assertEqual(self.xcache('/cacheable?expires=2'), 'MISS')
+        self.assertEqual(self.xcache('/cacheable?expires=2'), 'HIT')
+        time.sleep(2.5)
+        # expired: revalidated with its ETag (the mock answers 304)
+        self.assertEqual(self.xcache('/cacheable?expires=2'), 'HIT')
+        self.assertEqual(self.b1.requests('/cacheable'), 2)
+        # an Expires in the past is stale at once: every use revalidates
+        self.assertEqual(self.xcache('/cacheable?expires=0&p=1'), 'MISS')
+        self.assertEqual(self.xcache('/cacheable?expires=0&p=1'), 'HIT')
+        self.assertEqual(self.b1.requests('/cacheable'), 4)
+
+
 class TestAdmin(CacheTest):
     def admin(self, body):
         return self.gw.request('POST', '/admin/cache/purge', body=json.dumps(body).encode(),
