@@ -170,9 +170,11 @@ class Tmux:
         cmd = 'env LC_ALL=C.UTF-8 TERM=screen %s; echo $? >%s' % (
             ' '.join(shlex.quote(a) for a in argv), shlex.quote(self.status_path))
         # remain-on-exit: the last screen stays to look at when the program ends
+        self.socket = None
+        test.addCleanup(self.kill)
         self.tmux('-f', '/dev/null', 'new-session', '-d', '-s', 'gt', '-x', str(width),
                   '-y', str(height), cmd, ';', 'set-option', '-t', 'gt', 'remain-on-exit', 'on')
-        test.addCleanup(self.kill)
+        self.socket = self.tmux('display-message', '-p', '#{socket_path}').strip()
 
     def tmux(self, *args, check=True):
         cp = subprocess.run(['tmux', '-L', self.name] + list(args), stdin=subprocess.DEVNULL,
@@ -182,7 +184,13 @@ class Tmux:
         return cp.stdout.decode()
 
     def kill(self):
+        """Stops this test's tmux server and removes its socket file (tmux leaves it)."""
         self.tmux('kill-server', check=False)
+        if self.socket:
+            try:
+                os.unlink(self.socket)
+            except FileNotFoundError:
+                pass
 
     def screen(self):
         return self.tmux('capture-pane', '-p', '-t', 'gt')
