@@ -302,6 +302,26 @@ class TestExpiry(CacheTest):
         self.assertGreaterEqual(r.status, 500)
         self.b1.recover()
 
+    def test_stale_while_revalidate(self):
+        path = '/cacheable?max_age=1&swr=30'
+        self.assertEqual(self.xcache(path), 'MISS')
+        time.sleep(1.3)
+        self.b1.delay(800)
+        first = []
+        t = threading.Thread(target=lambda: first.append(self.get(path)))
+        t.start()
+        time.sleep(0.3)  # the first one is revalidating now
+        t0 = time.monotonic()
+        r = self.get(path)
+        took = time.monotonic() - t0
+        self.assertEqual(r.header('X-Cache'), 'STALE')
+        self.assertLess(took, 0.6)  # not held up by the revalidation
+        t.join(10)
+        self.b1.delay(0)
+        self.assertEqual(first[0].header('X-Cache'), 'HIT')  # revalidated (304)
+        self.assertEqual(self.xcache(path), 'HIT')
+        self.assertEqual(self.b1.requests('/cacheable'), 2)
+
     def test_stale_when_backend_down(self):
         self.assertEqual(self.xcache('/cacheable?max_age=1'), 'MISS')
         time.sleep(1.3)
