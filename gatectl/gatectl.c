@@ -80,7 +80,9 @@ gatectl_call(const char *url, const struct proto_command *cmd, const char *const
 	int ok, rc;
 	cJSON *r;
 
-	if ((req = proto_request_encode_named(cmd, vals)) == NULL) {
+	req = proto_request_authorize(proto_request_encode_named(cmd, vals), url,
+	                              getenv("GATEWAYD_ADMIN_TOKEN"));
+	if (req == NULL) {
 		fprintf(stderr, "gatectl: out of memory\n");
 		return GATECTL_USAGE;
 	}

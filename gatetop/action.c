@@ -65,7 +65,9 @@ action_send(const char *url, const char *cmd, int argc, char *argv[], char *msg,
 		snprintf(msg, msglen, "%s: not a command of this protocol version", label);
 		return -1;
 	}
-	if ((req = proto_request_encode(c, argc, argv)) == NULL) {
+	req = proto_request_authorize(proto_request_encode(c, argc, argv), url,
+	                              getenv("GATEWAYD_ADMIN_TOKEN"));
+	if (req == NULL) {
 		snprintf(msg, msglen, "%s: cannot encode the request", label);
 		return -1;
 	}

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
+#include <openssl/crypto.h>
 
 #include "api.h"
 #include "accesslog.h"
@@ -1101,6 +1102,24 @@ static const control_fn control_handlers[PROTO_NHANDLERS] = {
     [PROTO_CACHE_PURGE] = control_cache_purge,
 };
 
+/*
+ * ipc:// sockets are guarded by their file mode (0600); a tcp:// endpoint is reachable
+ * by anyone who can connect, so every request there must carry the admin token,
+ * compared in constant time.
+ */
+static int
+control_authorized(const struct proto_request *q)
+{
+	size_t n;
+
+	if (!proto_url_needs_token(control.url))
+		return 1;
+	if (q->token == NULL || gw.admin_token == NULL)
+		return 0;
+	n = strlen(gw.admin_token);
+	return strlen(q->token) == n && CRYPTO_memcmp(q->token, gw.admin_token, n) == 0;
+}
+
 /* The reply text to one request; the caller frees it with cJSON_free(). */
 static char *
 control_answer(const char *buf, size_t len)
@@ -1112,6 +1131,11 @@ control_answer(const char *buf, size_t len)
 	memset(&r, 0, sizeof(r));
 	if (proto_request_decode(buf, len, &q, r.error, sizeof(r.error)) != 0)
 		return proto_reply_error(r.error);
+	if (!control_authorized(&q)) {
+		proto_request_free(&q);
+		return proto_reply_error("this control endpoint requires the admin token "
+		                         "(GATEWAYD_ADMIN_TOKEN)");
+	}
 	if (control_handlers[q.cmd->handler] != NULL)
 		control_handlers[q.cmd->handler](&q, &r);
 	else
@@ -1158,6 +1182,14 @@ control_start(const struct config *cfg, char *err, size_t errlen)
 {
 	char serr[512];
 
+	if (proto_url_needs_token(cfg->control) && gw.admin_token == NULL) {
+		snprintf(err, errlen,
+		         "control %s: a tcp:// control endpoint requires GATEWAYD_ADMIN_TOKEN "
+		         "(use an ipc:// socket, or set the token)",
+		         cfg->control);
+		return -1;
+	}
+	util_strlcpy(control.url, cfg->control, sizeof(control.url));
 	if (ipc_rep_open(cfg->control, CONTROL_POLL_MS, &control.sock, err, errlen) != 0)
 		return -1;
 	control.st = store_open(cfg->database, serr, sizeof(serr));
@@ -1172,7 +1204,6 @@ control_start(const struct config *cfg, char *err, size_t errlen)
 		return -1;
 	}
 	control.running = 1;
-	util_strlcpy(control.url, cfg->control, sizeof(control.url));
 	log_info("control plane listening on %s", cfg->control);
 	return 0;
 }

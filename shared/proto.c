@@ -248,7 +248,8 @@ proto_decode_named(const cJSON *o, struct proto_request *out, char *err, size_t 
 	{
 		int i;
 
-		if (strcmp(a->string, "v") == 0 || strcmp(a->string, "cmd") == 0)
+		if (strcmp(a->string, "v") == 0 || strcmp(a->string, "cmd") == 0 ||
+		    strcmp(a->string, "token") == 0)
 			continue;
 		for (i = 0; out->cmd->args[i].name != NULL; i++)
 			if (strcmp(out->cmd->args[i].name, a->string) == 0)
@@ -271,7 +272,7 @@ proto_request_decode(const char *buf, size_t len, struct proto_request *out, cha
                      size_t errlen)
 {
 	cJSON *o = cJSON_ParseWithLength(buf, len);
-	const cJSON *v, *cmd, *args;
+	const cJSON *v, *cmd, *args, *tok;
 	int r = -1;
 
 	memset(out, 0, sizeof(*out));
@@ -291,6 +292,15 @@ proto_request_decode(const char *buf, size_t len, struct proto_request *out, cha
 		snprintf(err, errlen, "unknown command %.64s",
 		         cJSON_IsString(cmd) ? cmd->valuestring : "(none)");
 		goto out;
+	}
+	tok = cJSON_GetObjectItemCaseSensitive(o, "token");
+	if (tok != NULL) {
+		if (!cJSON_IsString(tok) || strlen(tok->valuestring) > PROTO_ARG_MAX) {
+			snprintf(err, errlen, "token must be a string of at most %d bytes",
+			         PROTO_ARG_MAX);
+			goto out;
+		}
+		out->token = xstrdup(tok->valuestring);
 	}
 	args = cJSON_GetObjectItemCaseSensitive(o, "args");
 	if (args != NULL ? proto_decode_array(args, out, err, errlen)
@@ -317,6 +327,34 @@ proto_request_free(struct proto_request *r)
 		free(r->argv[i]);
 		r->argv[i] = NULL;
 	}
+	if (r->token != NULL)
+		explicit_bzero(r->token, strlen(r->token));
+	free(r->token);
+	r->token = NULL;
+}
+
+int
+proto_url_needs_token(const char *url)
+{
+	return strncmp(url, "tcp://", 6) == 0;
+}
+
+char *
+proto_request_authorize(char *req, const char *url, const char *token)
+{
+	cJSON *o;
+	char *s;
+
+	if (req == NULL || token == NULL || token[0] == '\0' || !proto_url_needs_token(url))
+		return req;
+	o = cJSON_Parse(req);
+	cJSON_free(req);
+	if (o == NULL)
+		return NULL;
+	cJSON_AddStringToObject(o, "token", token);
+	s = cJSON_PrintUnformatted(o);
+	cJSON_Delete(o);
+	return s;
 }
 
 const char *

@@ -77,6 +77,7 @@ struct proto_command {
 struct proto_request {
 	const struct proto_command *cmd;
 	char *argv[PROTO_MAX_ARGS]; /* owned: freed by proto_request_free() */
+	char *token;                /* "token": the admin token, or NULL (owned) */
 };
 
 extern const struct proto_command proto_commands[];
@@ -108,6 +109,16 @@ int proto_request_decode(const char *buf, size_t len, struct proto_request *out,
 void proto_request_free(struct proto_request *r);
 /* The value of the argument called name, or NULL when absent. */
 const char *proto_request_get(const struct proto_request *r, const char *name);
+
+/*
+ * A tcp:// control endpoint answers only requests that carry the admin token (ipc://
+ * sockets are protected by their file mode). For a tcp:// url and a token, returns req
+ * with a "token" member added (req is freed); otherwise req itself. NULL when out of
+ * memory (req is freed).
+ */
+char *proto_request_authorize(char *req, const char *url, const char *token);
+/* 1 when url is a tcp:// endpoint (the token is required). */
+int proto_url_needs_token(const char *url);
 
 /* A reply object with "v" and "ok" set; the caller adds to it and frees it. */
 cJSON *proto_reply_ok(void);
