@@ -89,6 +89,7 @@ struct cache_fill {
 	int64_t lm_s;
 	char *body;
 	size_t body_len, body_cap, cap;
+	size_t reserved; /* of cache_fill_bytes */
 	char *vary;
 	size_t vary_len;
 	uint64_t lifetime_ms, initial_age_ms;
@@ -123,6 +124,7 @@ static struct cache_shard cache_shards[CACHE_NSHARDS];
 static unsigned cache_nshards = CACHE_NSHARDS;
 static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
 static _Atomic uint64_t cache_bytes, cache_nentries, cache_evictions;
+static _Atomic uint64_t cache_fill_bytes; /* body buffers of fills in progress */
 static _Atomic uint64_t cache_max = 64ull << 20;
 static _Atomic unsigned cache_cursor;
 static struct cache_wq cache_wqs[GW_MAX_WORKERS];
@@ -810,9 +812,29 @@ cache_wake(struct cache_fill *f, struct cache_entry *e)
 	}
 }
 
+/*
+ * Fills in progress hold at most max_memory of body buffers together (beyond that a
+ * response streams through unstored): many concurrent large misses cannot take more
+ * memory than the cache is allowed. 0 when the buffer may not grow to cap.
+ */
+static int
+cache_fill_reserve(struct cache_fill *f, size_t cap)
+{
+	uint64_t max = atomic_load_explicit(&cache_max, memory_order_relaxed);
+	uint64_t add = cap > f->reserved ? cap - f->reserved : 0;
+
+	if (atomic_fetch_add_explicit(&cache_fill_bytes, add, memory_order_relaxed) + add > max) {
+		atomic_fetch_sub_explicit(&cache_fill_bytes, add, memory_order_relaxed);
+		return 0;
+	}
+	f->reserved += add;
+	return 1;
+}
+
 static void
 cache_fill_free(struct cache_fill *f)
 {
+	atomic_fetch_sub_explicit(&cache_fill_bytes, f->reserved, memory_order_relaxed);
 	free(f->key);
 	free(f->head);
 	free(f->body);
@@ -1216,6 +1238,8 @@ cache_fill_start(struct exchange *x, struct cache_fill *f)
 	util_strlcpy(f->backend, x->b->id, sizeof(f->backend));
 	util_strlcpy(f->dc, x->b->dc, sizeof(f->dc));
 	f->body_cap = m->body == HTTP_BODY_LENGTH ? (size_t)m->content_length : CACHE_BODY_INIT;
+	if (!cache_fill_reserve(f, f->body_cap))
+		return 0;
 	f->body = xmalloc(f->body_cap + 1);
 	f->storing = 1;
 	return 1;
@@ -1239,6 +1263,10 @@ cache_fill_body(void *arg, const char *data, size_t n)
 			nc *= 2;
 		if (nc > f->cap)
 			nc = f->cap;
+		if (!cache_fill_reserve(f, nc)) {
+			cache_fill_abandon(x);
+			return;
+		}
 		f->body = xrealloc(f->body, nc + 1);
 		f->body_cap = nc;
 	}
