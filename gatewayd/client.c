@@ -8,6 +8,7 @@
 
 #include "cache.h"
 #include "cidr.h"
+#include "connlimit.h"
 #include "log.h"
 #include "proxy.h"
 #include "util.h"
@@ -223,6 +224,8 @@ client_close(struct client *c)
 	}
 	event_del(&c->ev);
 	close(c->fd);
+	if (c->ip_counted)
+		connlimit_release(connlimit_global(), c->peer);
 	if (c->prev != NULL)
 		c->prev->next = c->next;
 	else
@@ -236,18 +239,70 @@ client_close(struct client *c)
 	w->dead = c;
 }
 
+/* SPEC section 4 JSON for a plain-HTTP connection over conns_per_ip. */
+static const char client_too_many[] =
+	"HTTP/1.1 429 Too Many Requests\r\n"
+	"Content-Type: application/json\r\n"
+	"Content-Length: 84\r\n"
+	"Retry-After: 1\r\n"
+	"Cache-Control: no-store\r\n"
+	"Connection: close\r\n"
+	"\r\n"
+	"{\"error\":\"too_many_connections\",\"message\":\"Too many connections from this "
+	"address.\"}";
+
+/*
+ * limits conns_per_ip: counted per connection, never per request. Trusted proxies and
+ * ip_limit_exempt addresses are not counted (many clients share them). 0: refused, the
+ * caller closes fd (a plain listener's peer gets a 429 first, written once, without
+ * waiting: it is a courtesy, not a promise).
+ */
+static int
+client_ip_admit(struct worker *w, const struct listener *l, int fd, const uint8_t peer[16],
+		uint8_t *counted)
+{
+	const struct runtime *rt = w->rt;
+	uint64_t max = rt->cfg->limits.conns_per_ip;
+
+	*counted = 0;
+	if (max == 0 || cidr_tree_match(rt->trusted, peer, NULL) != NULL ||
+	    cidr_tree_match(rt->exempt, peer, NULL) != NULL)
+		return 1;
+	switch (connlimit_acquire(connlimit_global(), peer, (uint32_t)max)) {
+	case CONNLIMIT_COUNTED:
+		*counted = 1;
+		return 1;
+	case CONNLIMIT_UNTRACKED:
+		return 1;
+	case CONNLIMIT_OVER:
+		break;
+	}
+	if (!l->tls && send(fd, client_too_many, sizeof(client_too_many) - 1,
+			    MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+		errno = 0; /* the peer may be gone already: nothing to do */
+	return 0;
+}
+
 void
 client_accept(struct worker *w, struct listener *l, int fd, const struct sockaddr *sa)
 {
-	struct client *c = xcalloc(1, sizeof(*c));
+	struct client *c;
 	struct cidr peer;
+	uint8_t counted;
 	int one = 1;
 
+	if (cidr_from_sockaddr(sa, &peer) != 0)
+		memset(&peer, 0, sizeof(peer));
+	if (!client_ip_admit(w, l, fd, peer.addr, &counted)) {
+		close(fd);
+		return;
+	}
+	c = xcalloc(1, sizeof(*c));
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	c->fd = fd;
 	c->w = w;
-	if (cidr_from_sockaddr(sa, &peer) == 0)
-		memcpy(c->peer, peer.addr, 16);
+	c->ip_counted = counted;
+	memcpy(c->peer, peer.addr, 16);
 	cidr_format_addr(c->peer, c->peer_text, sizeof(c->peer_text));
 	c->peer_text_len = (uint8_t)strlen(c->peer_text);
 	c->peer_port = ntohs(sa->sa_family == AF_INET6 ? ((const struct sockaddr_in6 *)sa)->sin6_port
@@ -256,7 +311,7 @@ client_accept(struct worker *w, struct listener *l, int fd, const struct sockadd
 	c->deadline_ms = w->now_ms + w->rt->cfg->timeouts.client_header_ms;
 	if (l->tls) {
 		c->tls = 1;
-		c->ssl = SSL_new(l->ssl_ctx);
+		c->ssl = SSL_new(worker_listener_ctx(w, l));
 		SSL_set_fd(c->ssl, fd);
 		SSL_set_accept_state(c->ssl);
 		c->tls_handshaking = 1;

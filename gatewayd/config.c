@@ -919,6 +919,7 @@ static const struct config_opt config_timeouts_opts[] = {
 	{"response", CONFIG_OPT_DURATION, CONFIG_AT(timeouts.response_ms), 1, CONFIG_DUR_MAX, 0, 0, 0},
 	{"client_header", CONFIG_OPT_DURATION, CONFIG_AT(timeouts.client_header_ms), 1, CONFIG_DUR_MAX, 0, 0, 0},
 	{"client_idle", CONFIG_OPT_DURATION, CONFIG_AT(timeouts.client_idle_ms), 1, CONFIG_DUR_MAX, 0, 0, 0},
+	{"client_body", CONFIG_OPT_DURATION, CONFIG_AT(timeouts.client_body_ms), 100, CONFIG_DUR_MAX, 0, 0, 0},
 	{.key = NULL},
 };
 /* clang-format on */
@@ -930,6 +931,10 @@ static const struct config_opt config_limits_opts[] = {
 	{"headers", CONFIG_OPT_U64, CONFIG_AT(limits.headers), 1, HTTP_MAX_HEADERS, 0, 0, 0},
 	{"body", CONFIG_OPT_SIZE, CONFIG_AT(limits.body), 0, 1024 * CONFIG_GB, 0, 0, 0},
 	{"uri", CONFIG_OPT_SIZE, CONFIG_AT(limits.uri), 256, CONFIG_MB, 0, 0, 0},
+	/* Enforced at accept (worker.c, connlimit.c); 0 = no limit. */
+	{"conns", CONFIG_OPT_U64, CONFIG_AT(limits.conns), 0, 10000000, 0, 0, 0},
+	{"conns_per_ip", CONFIG_OPT_U64, CONFIG_AT(limits.conns_per_ip), 0, 10000000, 0, 0, 0},
+	{"min_body_rate", CONFIG_OPT_SIZE, CONFIG_AT(limits.min_body_rate), 0, CONFIG_GB, 0, 0, 0},
 	{.key = NULL},
 };
 /* clang-format on */
@@ -1123,10 +1128,12 @@ static const struct config_directive config_directives[] = {
 	 .usage = "backend ID HOST:PORT [weight=N] [dc=NAME] [max_conns=N]",
 	 .handler = config_dir_backend, .opts = config_backend_opts},
 	{.name = "timeouts", .min_args = 1, .max_args = -1,
-	 .usage = "timeouts [connect=D] [response=D] [client_header=D] [client_idle=D]",
+	 .usage = "timeouts [connect=D] [response=D] [client_header=D] [client_idle=D] "
+	          "[client_body=D]",
 	 .handler = config_dir_options, .opts = config_timeouts_opts},
 	{.name = "limits", .min_args = 1, .max_args = -1,
-	 .usage = "limits [header=SIZE] [headers=N] [body=SIZE] [uri=SIZE]",
+	 .usage = "limits [header=SIZE] [headers=N] [body=SIZE] [uri=SIZE] [conns=N] "
+	          "[conns_per_ip=N] [min_body_rate=SIZE]",
 	 .handler = config_dir_options, .opts = config_limits_opts, .check = config_check_limits},
 	{.name = "health_check", .min_args = 1, .max_args = -1,
 	 .usage = "health_check [path=/P] [interval=D] [timeout=D] [rise=N] [fall=N]",
@@ -1421,10 +1428,12 @@ config_set_defaults(struct config *c)
 	c->timeouts.response_ms = 30 * CONFIG_SECOND;
 	c->timeouts.client_header_ms = 10 * CONFIG_SECOND;
 	c->timeouts.client_idle_ms = 60 * CONFIG_SECOND;
+	c->timeouts.client_body_ms = 20 * CONFIG_SECOND;
 	c->limits.header = 32 * CONFIG_KB;
 	c->limits.headers = 100;
 	c->limits.body = CONFIG_MB;
 	c->limits.uri = 8 * CONFIG_KB;
+	c->limits.min_body_rate = 500;
 	util_strlcpy(c->health.path, "/health", sizeof c->health.path);
 	c->health.interval_ms = 10 * CONFIG_SECOND;
 	c->health.timeout_ms = 2 * CONFIG_SECOND;

@@ -111,6 +111,7 @@ struct config_timeouts {
 	uint64_t response_ms;      /* [30s] */
 	uint64_t client_header_ms; /* [10s] */
 	uint64_t client_idle_ms;   /* [60s] */
+	uint64_t client_body_ms;   /* [20s] most a request body may stall; its rate window */
 };
 
 struct config_limits {
@@ -118,6 +119,9 @@ struct config_limits {
 	uint64_t headers; /* [100] header count, <= HTTP_MAX_HEADERS */
 	uint64_t body;    /* [1mb] */
 	uint64_t uri;     /* [8kb] */
+	uint64_t conns;         /* [0: none] client connections, split evenly over workers */
+	uint64_t conns_per_ip;  /* [0: none] client connections of one address */
+	uint64_t min_body_rate; /* [500] bytes/s a request body averages per client_body */
 };
 
 struct config_health {

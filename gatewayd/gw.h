@@ -91,6 +91,9 @@ struct runtime {
 	struct geo *geo; /* geo.h: static entries, MMDB, datacenter of each backend */
 	struct http_limits limits;
 	uint64_t generation;
+	/* SSL_CTX of each listen line of cfg (NULL for plain ones), loaded by runtime_build:
+	 * a reload brings new certificates; a connection's SSL keeps its own reference */
+	struct ssl_ctx_st **tls_ctx;
 };
 
 struct gw {

@@ -31,6 +31,7 @@ struct smap {
 
 struct ban_state {
 	int64_t window_start;
+	uint64_t window_s; /* the limit's window: rejections older than it do not count */
 	uint64_t rejections;
 	int64_t until;
 	int level;
@@ -428,6 +429,75 @@ identity_blocked_ip(const uint8_t addr[16], int64_t now)
 	return r;
 }
 
+/* Removes the entries of bucket i of m for which dead(value, now) holds. */
+static size_t
+smap_sweep_chain(struct smap *m, size_t i, int (*dead)(const void *value, int64_t now),
+		 int64_t now)
+{
+	struct smap_entry **pp = &m->buckets[i];
+	size_t n = 0;
+
+	while (*pp != NULL) {
+		struct smap_entry *e = *pp;
+
+		if (!dead(e->value, now)) {
+			pp = &e->next;
+			continue;
+		}
+		*pp = e->next;
+		free(e->key);
+		free(e->value);
+		free(e);
+		m->count--;
+		n++;
+	}
+	return n;
+}
+
+static size_t
+smap_sweep(struct smap *m, int (*dead)(const void *value, int64_t now), int64_t now)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < m->nbuckets; i++)
+		n += smap_sweep_chain(m, i, dead, now);
+	return n;
+}
+
+/* The same for the one bucket key falls in. */
+static void
+smap_sweep_bucket(struct smap *m, const char *key, int (*dead)(const void *value, int64_t now),
+		  int64_t now)
+{
+	smap_sweep_chain(m, util_hash64(key, strlen(key)) & (m->nbuckets - 1), dead, now);
+}
+
+/* A name never banned is as good as absent once its window is over; a ban's level
+ * (what the next ban's length grows from) is forgotten a day after the ban ended. */
+#define IDENTITY_BAN_LEVEL_KEEP_S 86400
+
+static int
+identity_ban_dead(const void *value, int64_t now)
+{
+	const struct ban_state *b = value;
+
+	if (b->until > now)
+		return 0;
+	if (b->level == 0)
+		return now - b->window_start >= (int64_t)b->window_s;
+	return now - b->until >= IDENTITY_BAN_LEVEL_KEEP_S;
+}
+
+static int
+identity_revocation_dead(const void *value, int64_t now)
+{
+	const int64_t *expires_at = value;
+
+	/* past the hour identity_revoked still honours it, the token is refused for its
+	 * expiry anyway */
+	return *expires_at != 0 && *expires_at + 3600 < now;
+}
+
 int64_t
 identity_ban_reject(const char *name, int64_t now, uint64_t window_s, uint64_t threshold,
                     uint64_t base_s, uint64_t multiplier, uint64_t max_s, int *level)
@@ -438,9 +508,13 @@ identity_ban_reject(const char *name, int64_t now, uint64_t window_s, uint64_t t
 	pthread_rwlock_wrlock(&identity_lock);
 	b = smap_get(&bans, name);
 	if (b == NULL) {
+		/* a new name: first drop what its bucket holds that is as good as absent, so
+		 * a flood of names (random addresses) cleans up after itself */
+		smap_sweep_bucket(&bans, name, identity_ban_dead, now);
 		b = xcalloc(1, sizeof(*b));
 		smap_put(&bans, name, b);
 	}
+	b->window_s = window_s;
 	if (now - b->window_start >= (int64_t)window_s) {
 		b->window_start = now;
 		b->rejections = 0;
@@ -501,6 +575,19 @@ identity_ban_clear(const char *name)
 	identity_update_flags();
 	pthread_rwlock_unlock(&identity_lock);
 	return r;
+}
+
+size_t
+identity_expire(int64_t now)
+{
+	size_t n;
+
+	pthread_rwlock_wrlock(&identity_lock);
+	n = smap_sweep(&bans, identity_ban_dead, now);
+	n += smap_sweep(&revoked, identity_revocation_dead, now);
+	identity_update_flags();
+	pthread_rwlock_unlock(&identity_lock);
+	return n;
 }
 
 uint64_t

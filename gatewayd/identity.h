@@ -110,5 +110,12 @@ void identity_ban_set(const char *name, int64_t until, int level);
 int identity_ban_clear(const char *name);
 /* Number of bans in force (for /stats). */
 uint64_t identity_bans_active(int64_t now);
+/*
+ * Forgets state a flood of names would otherwise pile up: rejection counts of names
+ * never banned once their window is over (identity_ban_reject also drops those of the
+ * bucket a new name goes in), levels of bans over for a day, revocations of expired
+ * tokens. Returns the entries removed. Any thread (the worker tick asks the job pool).
+ */
+size_t identity_expire(int64_t now);
 
 #endif

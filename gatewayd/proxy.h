@@ -83,6 +83,10 @@ struct exchange {
 	uint64_t start_us;
 	uint64_t sent_us; /* the whole request was written to the backend */
 	uint64_t head_started_ms;
+	/* request body pace, checked by the worker's tick (worker.c): bytes and time at the
+	 * last progress, and at the start of the current rate window */
+	uint64_t body_seen, body_seen_ms;
+	uint64_t body_win, body_win_ms;
 
 	/* upstream side */
 	struct backend *b;

@@ -7,6 +7,7 @@
 #include "geo.h"
 #include "gw.h"
 #include "log.h"
+#include "tls.h"
 #include "worker.h"
 #include "xmalloc.h"
 
@@ -38,6 +39,31 @@ runtime_tree(const struct cidr *list, int n)
 	for (int i = 0; i < n; i++)
 		cidr_tree_insert(t, &list[i], &present, NULL);
 	return t;
+}
+
+/*
+ * The TLS contexts of cfg's listen lines, certificates read again from disk (SIGHUP
+ * after renewing them). config_load checked each pair already; a file that went bad
+ * since keeps the context of the same listen line in old.
+ */
+static SSL_CTX **
+runtime_tls_ctxs(const struct config *cfg, const struct runtime *old)
+{
+	SSL_CTX **ctx = xcalloc((size_t)cfg->nlistens + 1, sizeof(*ctx));
+
+	for (int i = 0; i < cfg->nlistens; i++) {
+		const struct config_listen *l = &cfg->listens[i];
+		char err[512];
+
+		if (!l->tls || (ctx[i] = tls_server_ctx(l->cert, l->key, err, sizeof(err))) != NULL)
+			continue;
+		log_warnx("listen %s: %s; keeping the certificate in use", l->text, err);
+		for (int k = 0; old != NULL && k < old->cfg->nlistens; k++)
+			if (old->tls_ctx[k] != NULL && strcmp(old->cfg->listens[k].text, l->text) == 0 &&
+			    SSL_CTX_up_ref(old->tls_ctx[k]) == 1)
+				ctx[i] = old->tls_ctx[k];
+	}
+	return ctx;
 }
 
 struct runtime *
@@ -72,6 +98,7 @@ runtime_build(struct config *cfg, const struct runtime *old)
 	rt->limits.max_head = (uint32_t)cfg->limits.header;
 	rt->limits.max_headers = (uint32_t)cfg->limits.headers;
 	rt->limits.max_uri = (uint32_t)cfg->limits.uri;
+	rt->tls_ctx = runtime_tls_ctxs(cfg, old);
 	rt->generation = atomic_fetch_add(&gw.rt_generation, 1) + 1;
 	return rt;
 }
@@ -94,6 +121,9 @@ runtime_unref(struct runtime *rt)
 	cidr_tree_free(rt->exempt, NULL);
 	cidr_tree_free(rt->admin_allow, NULL);
 	geo_free(rt->geo);
+	for (int i = 0; i < rt->cfg->nlistens; i++)
+		SSL_CTX_free(rt->tls_ctx[i]);
+	free(rt->tls_ctx);
 	config_free(rt->cfg);
 	free(rt);
 }

@@ -7,11 +7,13 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
 
 #include "accesslog.h"
+#include "identity.h"
 #include "jobs.h"
 #include "log.h"
 #include "proxy.h"
@@ -25,6 +27,12 @@
 #define WORKER_TICK_MS 100
 /* Idle upstream keep-alive connections are closed after this long. */
 #define WORKER_UPSTREAM_IDLE_MS 30000
+/* A worker that stopped accepting (at its cap, out of fds) looks again after this. */
+#define WORKER_ACCEPT_BACKOFF_MS 100
+/* An accept back-off episode ends (and is logged as over) after this long without one. */
+#define WORKER_ACCEPT_EPISODE_MS 1000
+/* How often worker 0 asks for a sweep of expired identity state (bans, revocations). */
+#define WORKER_SWEEP_MS 60000
 
 static void worker_tick(evutil_socket_t fd, short what, void *arg);
 
@@ -131,21 +139,104 @@ worker_listen_socket(const struct config_listen *cl, char *err, size_t errlen)
 	return fd;
 }
 
+SSL_CTX *
+worker_listener_ctx(struct worker *w, const struct listener *l)
+{
+	const struct runtime *rt = w->rt;
+
+	/* The listen line may have moved or gone in a reload (it takes effect at the next
+	 * restart): then the context the listener started with. */
+	if (l->index < rt->cfg->nlistens && rt->tls_ctx[l->index] != NULL &&
+	    strcmp(rt->cfg->listens[l->index].text, l->text) == 0)
+		return rt->tls_ctx[l->index];
+	return l->ssl_ctx;
+}
+
+/* This worker's share of `limits conns`, 0 for none. */
+static uint32_t
+worker_conn_cap(const struct worker *w)
+{
+	uint64_t max = w->rt->cfg->limits.conns;
+	int n = gw.nworkers > 0 ? gw.nworkers : 1;
+
+	return max == 0 ? 0 : (uint32_t)((max + (uint64_t)n - 1) / (uint64_t)n);
+}
+
+/*
+ * Stops accepting on this worker's listeners for a moment instead of spinning on a
+ * level-triggered listener that accept() cannot empty. Waiting connections stay in the
+ * kernel's backlog; the tick turns the listeners back on. Logged once per episode.
+ */
+static void
+worker_accept_pause(struct worker *w, const char *why)
+{
+	for (int i = 0; i < w->nlisteners; i++)
+		if (w->listeners[i].fd != -1)
+			event_del(&w->listeners[i].ev);
+	w->accept_paused = 1;
+	w->accept_pauses++;
+	w->accept_resume_ms = w->now_ms + WORKER_ACCEPT_BACKOFF_MS;
+	w->accept_last_pause_ms = w->now_ms;
+	if (!w->accept_episode) {
+		w->accept_episode = 1;
+		log_warnx("worker %d: %s (%u connections): not accepting for now, retrying every "
+			  "%d ms",
+			  w->id, why, w->nclients, WORKER_ACCEPT_BACKOFF_MS);
+	}
+}
+
+static void
+worker_accept_resume(struct worker *w)
+{
+	uint32_t cap;
+
+	if (w->accept_episode && !w->accept_paused &&
+	    w->now_ms - w->accept_last_pause_ms >= WORKER_ACCEPT_EPISODE_MS) {
+		w->accept_episode = 0;
+		log_info("worker %d: accepting normally again (%llu pauses)", w->id,
+			 (unsigned long long)w->accept_pauses);
+		w->accept_pauses = 0;
+	}
+	if (!w->accept_paused || w->now_ms < w->accept_resume_ms ||
+	    atomic_load_explicit(&gw.draining, memory_order_relaxed))
+		return;
+	cap = worker_conn_cap(w);
+	if (cap != 0 && w->nclients >= cap) {
+		w->accept_resume_ms = w->now_ms + WORKER_ACCEPT_BACKOFF_MS;
+		w->accept_last_pause_ms = w->now_ms;
+		return;
+	}
+	w->accept_paused = 0;
+	for (int i = 0; i < w->nlisteners; i++)
+		if (w->listeners[i].fd != -1)
+			event_add(&w->listeners[i].ev, NULL);
+}
+
 static void
 worker_accept(evutil_socket_t fd, short what, void *arg)
 {
 	struct listener *l = arg;
 	struct worker *w = l->w;
+	uint32_t cap;
 
 	w->now_ms = util_now_ms();
+	worker_rt_refresh(w);
+	cap = worker_conn_cap(w);
 	for (int i = 0; i < 256; i++) {
 		struct sockaddr_storage ss;
 		socklen_t sl = sizeof(ss);
-		int cfd = accept4(fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		int cfd;
 
+		if (cap != 0 && w->nclients >= cap) {
+			worker_accept_pause(w, "at its share of limits conns");
+			return;
+		}
+		cfd = accept4(fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (cfd == -1) {
-			if (errno == EMFILE || errno == ENFILE)
-				log_warn("accept on %s", l->text);
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+				worker_accept_pause(w, strerror(errno));
+			else if (errno == ECONNABORTED || errno == EINTR)
+				continue;
 			return;
 		}
 		if (atomic_load_explicit(&gw.draining, memory_order_relaxed)) {
@@ -191,6 +282,65 @@ worker_jobs_done(evutil_socket_t fd, short what, void *arg)
 	jobs_complete(w);
 }
 
+/* 1 while x's request body is what the exchange waits for: the backend took all that
+ * came, no response yet. The pace is then the client's. */
+static int
+worker_uploading(const struct exchange *x)
+{
+	return x->phase == X_UPSTREAM && !x->req_done && !x->resp_started &&
+	       x->req_body_left > 0 && x->u != NULL && x->u->state != UP_CONNECTING &&
+	       x->upq.pos >= x->upq.cnt;
+}
+
+/*
+ * Slow request bodies (slow POST): while the upload waits for the client, the body must
+ * progress at least every client_body and bring min_body_rate bytes a second on average
+ * over each window of client_body. Measured here, ten times a second, so that the data
+ * path pays nothing per read. 1: too slow.
+ */
+static int
+worker_body_too_slow(struct exchange *x, uint64_t now)
+{
+	const struct config *cfg = x->rt->cfg;
+	uint64_t win = cfg->timeouts.client_body_ms, seen;
+
+	if (!worker_uploading(x)) {
+		x->body_seen_ms = 0; /* measured afresh when it is the client's turn again */
+		return 0;
+	}
+	seen = x->req.body == HTTP_BODY_CHUNKED ? x->req_chunk.data_total
+						: x->req.content_length - x->req_body_left;
+	if (x->body_seen_ms == 0) {
+		x->body_seen = x->body_win = seen;
+		x->body_seen_ms = x->body_win_ms = now;
+		return 0;
+	}
+	if (seen != x->body_seen) {
+		x->body_seen = seen;
+		x->body_seen_ms = now;
+	} else if (now - x->body_seen_ms >= win) {
+		return 1;
+	}
+	if (now - x->body_win_ms < win)
+		return 0;
+	if (seen - x->body_win < cfg->limits.min_body_rate * (now - x->body_win_ms) / 1000)
+		return 1;
+	x->body_win = seen;
+	x->body_win_ms = now;
+	return 0;
+}
+
+/* 408 for a body that came too slowly; the backend connection, holding half a
+ * request, is closed. */
+static void
+worker_body_timeout(struct exchange *x)
+{
+	proxy_abort(x);
+	x->close_client = 1;
+	respond_error(x, 408, "request_timeout", "The request body arrived too slowly.", NULL,
+		      NULL);
+}
+
 static void
 worker_check_deadlines(struct worker *w)
 {
@@ -198,9 +348,13 @@ worker_check_deadlines(struct worker *w)
 
 	for (; c != NULL; c = next) {
 		next = c->next;
-		if (c->deadline_ms != 0 && c->deadline_ms <= w->now_ms) {
+		if (c->x != NULL && c->x->phase == X_UPSTREAM && worker_body_too_slow(c->x, w->now_ms)) {
+			worker_body_timeout(c->x);
+		} else if (c->deadline_ms != 0 && c->deadline_ms <= w->now_ms) {
 			c->deadline_ms = 0;
-			if (c->x != NULL && c->x->phase == X_UPSTREAM)
+			if (c->x != NULL && worker_uploading(c->x))
+				worker_body_timeout(c->x);
+			else if (c->x != NULL && c->x->phase == X_UPSTREAM)
 				proxy_timeout(c->x);
 			else if (c->x == NULL || c->x->phase != X_QUEUED)
 				client_close(c);
@@ -209,6 +363,26 @@ worker_check_deadlines(struct worker *w)
 			client_close(c);
 		}
 	}
+}
+
+/* Pool thread: expired identity state (see identity_expire). */
+static void
+worker_sweep_job(struct store *st, void *arg)
+{
+	size_t n = identity_expire((int64_t)time(NULL));
+
+	if (n > 0)
+		log_debug("expired %zu ban and revocation entries", n);
+}
+
+static void
+worker_sweep(struct worker *w)
+{
+	if (w->id != 0 || w->now_ms < w->sweep_at_ms)
+		return;
+	if (w->sweep_at_ms != 0)
+		jobs_detached(worker_sweep_job, NULL, NULL);
+	w->sweep_at_ms = w->now_ms + WORKER_SWEEP_MS;
 }
 
 static void
@@ -224,6 +398,8 @@ worker_tick(evutil_socket_t fd, short what, void *arg)
 	}
 	worker_rt_refresh(w);
 	worker_check_deadlines(w);
+	worker_accept_resume(w);
+	worker_sweep(w);
 	queue_service(w);
 	ws_worker_tick(w);
 	upstream_reap_idle(w, w->rt, WORKER_UPSTREAM_IDLE_MS);
@@ -263,8 +439,8 @@ worker_new_base(void)
 }
 
 static int
-worker_setup_listeners(struct worker *w, const struct config *cfg, SSL_CTX **ctxs, char *err,
-		       size_t errlen)
+worker_setup_listeners(struct worker *w, const struct config *cfg, SSL_CTX *const *ctxs,
+		       char *err, size_t errlen)
 {
 	w->listeners = xcalloc((size_t)cfg->nlistens, sizeof(*w->listeners));
 	w->nlisteners = cfg->nlistens;
@@ -273,7 +449,10 @@ worker_setup_listeners(struct worker *w, const struct config *cfg, SSL_CTX **ctx
 
 		l->w = w;
 		l->tls = cfg->listens[i].tls;
+		l->index = i;
 		l->ssl_ctx = ctxs[i];
+		if (l->ssl_ctx != NULL)
+			SSL_CTX_up_ref(l->ssl_ctx);
 		util_strlcpy(l->text, cfg->listens[i].text, sizeof(l->text));
 		l->fd = worker_listen_socket(&cfg->listens[i], err, errlen);
 		if (l->fd == -1)
@@ -320,7 +499,6 @@ worker_start_all(struct runtime *rt, char *err, size_t errlen)
 {
 	const struct config *cfg = rt->cfg;
 	int n = cfg->workers > 0 ? cfg->workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
-	SSL_CTX *ctxs[64] = {0};
 
 	if (n < 1)
 		n = 1;
@@ -331,15 +509,16 @@ worker_start_all(struct runtime *rt, char *err, size_t errlen)
 		return -1;
 	}
 	for (int i = 0; i < cfg->nlistens; i++) {
-		if (cfg->listens[i].tls &&
-		    (ctxs[i] = tls_server_ctx(cfg->listens[i].cert, cfg->listens[i].key, err,
-					      errlen)) == NULL)
+		if (cfg->listens[i].tls && rt->tls_ctx[i] == NULL) {
+			snprintf(err, errlen, "listen %s: the TLS certificate could not be loaded",
+				 cfg->listens[i].text);
 			return -1;
+		}
 	}
 	/* Bind every socket before starting a thread, so a bad address fails start-up. */
 	for (int i = 0; i < n; i++) {
 		gw.workers[i] = worker_new(i);
-		if (worker_setup_listeners(gw.workers[i], cfg, ctxs, err, errlen) == -1)
+		if (worker_setup_listeners(gw.workers[i], cfg, rt->tls_ctx, err, errlen) == -1)
 			return -1;
 	}
 	gw.nworkers = n;

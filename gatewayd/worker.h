@@ -52,7 +52,8 @@ struct listener {
 	struct event ev;
 	struct worker *w;
 	int tls;
-	SSL_CTX *ssl_ctx;
+	int index;        /* its line in the configuration the workers started with */
+	SSL_CTX *ssl_ctx; /* referenced: used when a reload changed the listen lines */
 	char text[128];
 };
 
@@ -68,6 +69,7 @@ struct client {
 	uint8_t tls;
 	uint8_t closed; /* client_close() ran; freed at the next tick */
 	uint8_t hup;    /* the peer shut down its side: read until 0, no short-read shortcut */
+	uint8_t ip_counted; /* counted in connlimit_global(): released at close */
 	uint8_t peer[16]; /* peer address, 16-byte form (cidr.h) */
 	uint8_t peer_text_len;
 	char peer_text[47]; /* formatted once per connection, for X-Forwarded-For */
@@ -90,6 +92,13 @@ struct worker {
 	struct client *clients; /* list head */
 	uint32_t nclients;
 	struct client *dead; /* closed, to be freed at the next tick */
+	/* accept back-off: listeners off while at the connection cap or out of fds */
+	uint8_t accept_paused;
+	uint8_t accept_episode; /* logged; ends after a second without a pause */
+	uint64_t accept_resume_ms;
+	uint64_t accept_last_pause_ms;
+	uint64_t accept_pauses;
+	uint64_t sweep_at_ms; /* worker 0: next identity_expire (worker_sweep) */
 	struct balance_state *balance;
 	uint64_t now_ms; /* refreshed each loop pass */
 	uint64_t rng;
@@ -152,6 +161,8 @@ void worker_notify_all(void);
 struct runtime *worker_rt_acquire(struct worker *w);
 void worker_rt_release(struct worker *w, struct runtime *rt);
 uint64_t worker_rand(struct worker *w);
+/* The TLS context for a new connection on l: the current runtime's (reloaded). */
+SSL_CTX *worker_listener_ctx(struct worker *w, const struct listener *l);
 void worker_counter_add(_Atomic uint64_t *ctr, uint64_t n);
 
 #endif

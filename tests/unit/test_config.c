@@ -182,6 +182,10 @@ test_defaults(void **state)
 	assert_int_equal(c->limits.headers, 100);
 	assert_int_equal(c->limits.body, 1024 * 1024);
 	assert_int_equal(c->limits.uri, 8 * 1024);
+	assert_int_equal(c->limits.conns, 0);
+	assert_int_equal(c->limits.conns_per_ip, 0);
+	assert_int_equal(c->limits.min_body_rate, 500);
+	assert_int_equal(c->timeouts.client_body_ms, 20000);
 	assert_string_equal(c->health.path, "/health");
 	assert_int_equal(c->health.interval_ms, 10000);
 	assert_int_equal(c->health.timeout_ms, 2000);
@@ -649,7 +653,8 @@ test_timeouts_errors(void **state)
 	        "5m, 1h, 7d), got \"366d\"");
 	cfg_err("timeouts read=1s", "t.conf:1: timeouts: unknown option 'read'");
 	cfg_err("timeouts", "t.conf:1: timeouts: wrong number of arguments (usage: timeouts "
-	                    "[connect=D] [response=D] [client_header=D] [client_idle=D])");
+	                    "[connect=D] [response=D] [client_header=D] [client_idle=D] "
+	                    "[client_body=D])");
 }
 
 static void
@@ -666,6 +671,13 @@ test_limits(void **state)
 	assert_int_equal(c->limits.body, 0);
 	assert_int_equal(c->limits.header, 1024);
 	assert_int_equal(c->limits.uri, 256);
+	config_free(c);
+	c = cfg_ok("limits conns=10000 conns_per_ip=64 min_body_rate=1kb\n"
+	           "timeouts client_body=5s");
+	assert_int_equal(c->limits.conns, 10000);
+	assert_int_equal(c->limits.conns_per_ip, 64);
+	assert_int_equal(c->limits.min_body_rate, 1024);
+	assert_int_equal(c->timeouts.client_body_ms, 5000);
 	config_free(c);
 }
 
