@@ -103,6 +103,10 @@ accesslog_request(struct exchange *x, int status, const struct backend *b, uint6
 	} else {
 		r->identity[0] = r->tier[0] = '\0';
 	}
+	/* an ownerless key goes by its public prefix; a user's key counts as its user */
+	util_strlcpy(r->key_prefix,
+	             x->id.kind == IDENTITY_KEY && x->id.name[0] == 'k' ? x->id.key_prefix : "",
+	             sizeof(r->key_prefix));
 	if (x->target_saved) {
 		const char *sp = strchr(x->saved_target, ' ');
 
@@ -240,7 +244,14 @@ accesslog_format(const struct accesslog_rec *r, int64_t wall_offset_us, char *bu
 	off = accesslog_field_str(buf, off, cap, "{\"time\":", ts);
 	off = accesslog_field_str(buf, off, cap, ",\"request_id\":", r->request_id);
 	off = accesslog_field_str(buf, off, cap, ",\"client_ip\":", ip);
-	off = accesslog_field_str(buf, off, cap, ",\"identity\":", r->identity);
+	/* a key is shown by its public prefix, as /stats and gatectl show it */
+	if (r->key_prefix[0] != '\0') {
+		off = util_append_str(buf, off, cap, ",\"identity\":\"k:");
+		off = util_append(buf, off, cap, r->key_prefix, strlen(r->key_prefix));
+		off = util_append(buf, off, cap, "\"", 1);
+	} else {
+		off = accesslog_field_str(buf, off, cap, ",\"identity\":", r->identity);
+	}
 	off = accesslog_field_str(buf, off, cap, ",\"method\":", r->method);
 	off = util_append_str(buf, off, cap, ",\"path\":");
 	off = accesslog_json_str(buf, off, cap, path, plen);

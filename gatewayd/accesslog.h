@@ -37,7 +37,8 @@ struct accesslog_rec {
 	uint8_t rl; /* enum accesslog_rl */
 	uint8_t client_ip[16];
 	char request_id[48];
-	char identity[24]; /* "k:gk_ab12cd", "u:42", or "" */
+	char identity[24];   /* the identity's name: "u:42", "k:" + 12 hex of the key hash, "" */
+	char key_prefix[16]; /* an ownerless API key's public prefix ("gk_ab12cd"), else "" */
 	char tier[16];
 	char method[12];
 	char path[160]; /* path and query as received (redacted when formatted) */

@@ -33,6 +33,7 @@
 
 struct publish_key {
 	char identity[24];
+	char prefix[16]; /* an API key's public prefix, "" for users */
 	char tier[16];
 	uint64_t n;
 	uint64_t limit, remaining;
@@ -161,6 +162,7 @@ publish_count(const struct accesslog_rec *r)
 	}
 	k->n++;
 	memcpy(k->tier, r->tier, sizeof(k->tier));
+	memcpy(k->prefix, r->key_prefix, sizeof(k->prefix));
 	if (r->rl != ACCESSLOG_RL_NONE) {
 		k->rl_set = 1;
 		k->limit = r->rl_limit;
@@ -216,13 +218,17 @@ publish_top_keys(cJSON *root, double interval_s)
 	for (uint32_t i = 0; i < pub.nused && i < PUBLISH_TOP_KEYS; i++) {
 		const struct publish_key *k = sorted[i];
 		cJSON *o = cJSON_CreateObject();
-		int is_key = strncmp(k->identity, "k:", 2) == 0;
+		/* keys go by their public prefix (what gatectl and gatetop act on) */
+		if (k->prefix[0] != '\0') {
+			char name[sizeof(k->prefix) + 2] = "k:";
 
-		cJSON_AddStringToObject(o, "identity", k->identity);
-		if (is_key)
-			cJSON_AddStringToObject(o, "prefix", k->identity + 2);
-		else
+			util_strlcpy(name + 2, k->prefix, sizeof(name) - 2);
+			cJSON_AddStringToObject(o, "identity", name);
+			cJSON_AddStringToObject(o, "prefix", k->prefix);
+		} else {
+			cJSON_AddStringToObject(o, "identity", k->identity);
 			cJSON_AddNullToObject(o, "prefix");
+		}
 		if (strncmp(k->identity, "u:", 2) == 0)
 			cJSON_AddNumberToObject(o, "user_id", strtod(k->identity + 2, NULL));
 		else

@@ -293,12 +293,6 @@ class GatetopTmuxTest(GatetopCase):
         t.keys('q')
         self.assertEqual(t.wait_exit(), 0)
 
-    # The stream's top_keys name an ownerless key "k:" + 12 hex digits of the key's hash
-    # (identify.c's rate-limit name, which publish.c also sends as "prefix"), not the key's
-    # prefix (gk_...) that the pubstream note and the control commands use; until the
-    # daemon sends the real prefix this fails, and then shows as an unexpected success:
-    # drop the decorator.
-    @unittest.expectedFailure
     def test_block_an_ownerless_key_by_its_prefix(self):
         """A key without a user is "k:PREFIX" in the pane; b and u send the prefix."""
         gatectl = os.path.join(gwtest.BIN, 'gatectl')
