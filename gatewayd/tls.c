@@ -1,5 +1,6 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <stdio.h>
 
 #include "tls.h"
@@ -36,11 +37,20 @@ tls_server_ctx(const char *cert, const char *key, char *err, size_t errlen)
 		goto fail;
 	}
 	if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
-		tls_error(err, errlen, "private key", key);
+		/* OpenSSL 3 checks the pair here already: say so in plain words */
+		if (ERR_GET_REASON(ERR_peek_error()) == X509_R_KEY_VALUES_MISMATCH) {
+			snprintf(err, errlen, "tls: the private key %s does not match the certificate %s",
+				 key, cert);
+			ERR_clear_error();
+		} else {
+			tls_error(err, errlen, "private key", key);
+		}
 		goto fail;
 	}
 	if (SSL_CTX_check_private_key(ctx) != 1) {
-		tls_error(err, errlen, "key does not match certificate", cert);
+		snprintf(err, errlen, "tls: the private key %s does not match the certificate %s",
+			 key, cert);
+		ERR_clear_error();
 		goto fail;
 	}
 	return ctx;
