@@ -17,6 +17,7 @@ shutdown" (roll back sessions, stop at once); SIGKILL of the postmaster only if 
 hangs.
 """
 
+import atexit
 import glob
 import os
 import pwd
@@ -118,6 +119,8 @@ class PgServer:
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                      cwd=self.base, preexec_fn=gwtest._set_pdeathsig)
         log.close()
+        # setpriv's change of user clears the parent-death signal: stop it on exit
+        atexit.register(self.stop)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
