@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <syslog.h>
 
 #include <nng/nng.h>
 
@@ -64,6 +65,8 @@ static struct {
 	struct publish_snap prev;
 } pub;
 
+static void publish_log_hook(int prio, const char *msg);
+
 int
 publish_start(const struct config *cfg, char *err, size_t errlen)
 {
@@ -73,12 +76,14 @@ publish_start(const struct config *cfg, char *err, size_t errlen)
 		return -1;
 	util_strlcpy(pub.url, cfg->publish, sizeof(pub.url));
 	pub.open = 1;
+	log_set_hook(publish_log_hook);
 	return 0;
 }
 
 void
 publish_stop(void)
 {
+	log_set_hook(NULL);
 	if (pub.open)
 		nng_close(pub.sock);
 	pub.open = 0;
@@ -124,21 +129,36 @@ publish_object(const char *topic, cJSON *o)
 	cJSON_free(s);
 }
 
+static void
+publish_event_level(const char *level, const char *msg)
+{
+	cJSON *o = cJSON_CreateObject();
+
+	cJSON_AddStringToObject(o, "type", "event");
+	cJSON_AddNumberToObject(o, "time", publish_now_s());
+	cJSON_AddStringToObject(o, "level", level);
+	cJSON_AddStringToObject(o, "message", msg);
+	publish_object("event", o);
+	cJSON_Delete(o);
+}
+
 void
 publish_event(const char *fmt, ...)
 {
-	cJSON *o = cJSON_CreateObject();
 	char msg[512];
 	va_list ap;
 
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	cJSON_AddStringToObject(o, "type", "event");
-	cJSON_AddNumberToObject(o, "time", publish_now_s());
-	cJSON_AddStringToObject(o, "message", msg);
-	publish_object("event", o);
-	cJSON_Delete(o);
+	publish_event_level("info", msg);
+}
+
+/* log.c's hook: what the daemon logs (backend up/down, reloads, blocks...) is an event. */
+static void
+publish_log_hook(int prio, const char *msg)
+{
+	publish_event_level(prio <= LOG_WARNING ? "warning" : "info", msg);
 }
 
 /* --- per-second identity counts --- */

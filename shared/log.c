@@ -1,5 +1,6 @@
 #include <errno.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,7 @@
 
 static int log_to_stderr = 1;
 static int log_verbose;
+static _Atomic(void (*)(int, const char *)) log_hook; /* set once by the daemon */
 
 void
 log_init(int foreground, const char *ident)
@@ -23,6 +25,12 @@ void
 log_set_verbose(int level)
 {
 	log_verbose = level;
+}
+
+void
+log_set_hook(void (*hook)(int prio, const char *msg))
+{
+	log_hook = hook;
 }
 
 static void __attribute__((format(printf, 2, 0)))
@@ -47,6 +55,10 @@ log_vemit(int prio, const char *fmt, va_list ap, int with_errno)
 	} else {
 		syslog(prio, "%s", msg);
 	}
+	void (*hook)(int, const char *) = log_hook;
+
+	if (hook != NULL && prio != LOG_DEBUG)
+		hook(prio, msg);
 	errno = saved;
 }
 

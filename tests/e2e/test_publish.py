@@ -150,6 +150,23 @@ class LogStreamTest(PublishCase):
         self.assertLess(n, res.total, res)
 
 
+class EventTest(PublishCase):
+    def test_operator_actions_and_health_are_events(self):
+        s = self.sub(('event ',))
+        time.sleep(0.2)
+        r = self.post_json('/change_strategy', {'strategy': 'least_connections'},
+                           self.admin_headers())
+        self.assertStatus(r, 200)
+        t, o = s.wait_for(lambda t, o: 'least_connections' in o.get('message', ''), 3.0)
+        self.assertEqual(t, 'event', o)
+        self.assertEqual(o['type'], 'event')
+        self.assertEqual(o['level'], 'info')
+        self.assertLess(abs(o['time'] - time.time()), 5)
+        self.gw.reload()
+        t, o = s.wait_for(lambda t, o: 'reloaded' in o.get('message', ''), 3.0)
+        self.assertEqual(t, 'event', o)
+
+
 class SocketTest(PublishCase):
     def test_ipc_socket_is_private(self):
         mode = stat.S_IMODE(os.stat(os.path.join(self.tmp, 'gatewayd.pub')).st_mode)
