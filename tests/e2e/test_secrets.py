@@ -177,8 +177,10 @@ class SecretsTest(gwtest.GatewayTestCase):
         for path in ('/stats', '/metrics', '/geo/stats', '/logs', '/admin/logs',
                      '/logs?n=1000', '/admin/logs?limit=1000'):
             r = self.request('GET', path, admin)
-            places['GET ' + path] = '%d %s' % (r.status, r.text)
+            self.assertEqual(r.status, 200, '%s: %d %r' % (path, r.status, r.body[:200]))
+            places['GET ' + path] = r.text
         places['gatectl status --json'] = self.gatectl_status()
+        self.assertIn('/k/header/0', places['GET /logs'])
         self.pub.stop()
         self.assertGreater(len(self.pub.messages), 0, 'nothing on the PUB stream')
         places['PUB stream'] = b'\n'.join(self.pub.messages).decode('utf-8', 'replace')
