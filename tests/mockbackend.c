@@ -26,9 +26,12 @@
  *   /chunked?n=N&size=S N chunks of S bytes (close-delimited for HTTP/1.0 clients)
  *   /bytes?n=N          N bytes with Content-Length, generated as they are sent
  *   /close              a body delimited by closing the connection
- *   /reset              half a response head, then RST (?head=0: RST without a byte)
+ *   /reset              half a response head, then RST (?head=0: RST without a byte;
+ *                       ?body=N: a whole head for 2N bytes, N of them, then RST)
  *   /truncated          Content-Length: 100, 10 bytes, then close
- *   /garbage            a malformed status line, then close
+ *   /garbage            a malformed status line, then close (?kind=1..6: a bad status
+ *                       code, Content-Length, duplicate lengths, a line without a colon,
+ *                       a bad chunk size, a head cut before its blank line)
  *   /echo               the request body back (kept in memory: at most 16 MB, else 413)
  *   Upgrade: websocket  RFC 6455 handshake, then every frame echoed (ping -> pong)
  *   /_mock/fail /_mock/hang /_mock/recover /_mock/close /_mock/delay?ms=N
@@ -1696,6 +1699,41 @@ respond_fail(struct conn *c)
 	respond_json(c, 500, NULL, b);
 }
 
+/*
+ * /reset?body=N: a whole head announcing 2N bytes, N of them (N <= 64 KB), then the RST,
+ * so that the failure comes after the client has its head (a reset mid-body).
+ */
+static void
+reset_mid_body(struct conn *c, long long n)
+{
+	struct sbuf *o = out_prep(c);
+
+	if (n < 1 || n > MOCK_PATTERN_LEN)
+		n = 1;
+	sb_printf(o, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %lld\r\n\r\n",
+	          2 * n);
+	sb_add(o, g_pattern, (size_t)n);
+}
+
+/* The malformed heads of /garbage?kind=N (0: not HTTP at all), each followed by a close. */
+static const char *
+garbage_head(long long kind)
+{
+	static const char *const heads[] = {
+	    "NOT-HTTP garbage response line\r\n\r\n",
+	    "HTTP/1.1 2000 OK\r\nContent-Length: 2\r\n\r\nok",
+	    "HTTP/1.1 200 OK\r\nContent-Length: 12abc\r\n\r\nok",
+	    "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok",
+	    "HTTP/1.1 200 OK\r\nNo colon in this header line\r\nContent-Length: 2\r\n\r\nok",
+	    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nok\r\n0\r\n\r\n",
+	    "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n",
+	};
+
+	if (kind < 0 || kind >= (long long)(sizeof heads / sizeof heads[0]))
+		kind = 0;
+	return heads[kind];
+}
+
 /* Answers the complete request whose head is at rstart, then drops that head. */
 static void
 dispatch(struct conn *c)
@@ -1744,7 +1782,10 @@ dispatch(struct conn *c)
 			next = ST_DONE;
 			break;
 		case R_RESET:
-			if (query_num(h + r->query.off, r->query.len, "head", &flag) < 0 || flag)
+			if (query_num(h + r->query.off, r->query.len, "body", &flag) > 0)
+				reset_mid_body(c, flag);
+			else if (query_num(h + r->query.off, r->query.len, "head", &flag) < 0 ||
+			         flag)
 				sb_str(out_prep(c), "HTTP/1.1 200 OK\r\nContent-Ty");
 			c->rst = 1;
 			next = ST_DONE;
@@ -1755,7 +1796,9 @@ dispatch(struct conn *c)
 			next = ST_DONE;
 			break;
 		case R_GARBAGE:
-			sb_str(out_prep(c), "NOT-HTTP garbage response line\r\n\r\n");
+			flag = 0;
+			query_num(h + r->query.off, r->query.len, "kind", &flag);
+			sb_str(out_prep(c), garbage_head(flag));
 			next = ST_DONE;
 			break;
 		default:
