@@ -245,6 +245,9 @@ store_failx(struct store *st, const char *fmt, ...)
 static int
 store_fail(struct store *st, const char *what, int rc)
 {
+	int sys_errno = st->db != NULL && sqlite3_system_errno(st->db) != 0
+	                    ? sqlite3_system_errno(st->db)
+	                    : errno;
 	const char *msg = st->db != NULL ? sqlite3_errmsg(st->db) : sqlite3_errstr(rc);
 
 	switch (rc & 0xff) {
@@ -257,6 +260,12 @@ store_fail(struct store *st, const char *what, int rc)
 		                   what, msg);
 	case SQLITE_FULL:
 		return store_failx(st, "%s: %s (no space left for the database)", what, msg);
+	case SQLITE_IOERR:
+		/* "disk I/O error" alone hides the cause (EPERM of an immutable file, EIO). SQLite
+		 * keeps no errno for a failed WAL write: the one left by its last call is it. */
+		if (sys_errno != 0)
+			return store_failx(st, "%s: %s (%s)", what, msg, strerror(sys_errno));
+		break;
 	default:
 		break;
 	}
