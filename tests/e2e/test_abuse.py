@@ -5,13 +5,12 @@ with bounded memory, and malformed or oversized input of every kind answered wit
 never a crash or a hang. Each class is listed in README.md, section Reliability.
 """
 
-import json
 import os
 import random
+import re
 import resource
 import select
 import socket
-import threading
 import time
 
 import gwtest
@@ -151,7 +150,7 @@ class AcceptBackoffTest(gwtest.GatewayTestCase):
         held[0].close()
         resp = waiting.read_response()
         self.assertEqual(resp.status, 200)
-        self.assertEqual(len(re_findall(r'not accepting for now', gw.proc.log())), 1,
+        self.assertEqual(len(re.findall(r'not accepting for now', gw.proc.log())), 1,
                          gw.proc.log_tail())
 
     @gwtest.timeout(120)
@@ -192,11 +191,6 @@ class AcceptBackoffTest(gwtest.GatewayTestCase):
             self.assertEqual(cl.get('/after').status, 200)
         gw.proc.wait_log(r'worker 0: accepting normally again', timeout=5)
         self.assertTrue(gw.proc.alive())
-
-
-def re_findall(pattern, text):
-    import re
-    return re.findall(pattern, text)
 
 
 class SlowBodyTest(gwtest.GatewayTestCase):
