@@ -4,7 +4,9 @@
 #   e2e tests   tests/e2e/run.py        (real binaries on loopback ports)
 #   fuzzers     build/fuzz/fuzz_*       (a short libFuzzer run each; FUZZ_SECONDS)
 #   man pages   mandoc -T lint          (one test per page)
-# Env: BUILD (build), FUZZ_SECONDS (5), SKIP_FUZZ=1, SKIP_E2E=1, E2E_FILTER (a name filter).
+#   soak        tests/soak/soak.py      (SOAK_SECONDS of mixed load, RSS and fd checks)
+# Env: BUILD (build), FUZZ_SECONDS (5), SKIP_FUZZ=1, SKIP_E2E=1, E2E_FILTER (a name filter),
+#      SOAK_SECONDS (60), SKIP_SOAK=1 (also skipped with SKIP_E2E or an E2E_FILTER).
 set -u
 BUILD=${BUILD:-build}
 FUZZ_SECONDS=${FUZZ_SECONDS:-5}
@@ -43,6 +45,17 @@ if [ "${SKIP_E2E:-0}" != 1 ]; then
 		count "$p" "$f"
 	else
 		echo "e2e runner gave no summary" && count 0 1
+	fi
+fi
+
+if [ "${SKIP_SOAK:-0}" != 1 ] && [ "${SKIP_E2E:-0}" != 1 ] && [ -z "${E2E_FILTER:-}" ]; then
+	echo "== soak (${SOAK_SECONDS:-60}s)"
+	if SOAK_SECONDS=${SOAK_SECONDS:-60} python3 tests/soak/soak.py >"$log/soak.out" 2>&1; then
+		grep -E '^(ok|soak:) ' "$log/soak.out"
+		count 1 0
+	else
+		tail -100 "$log/soak.out"
+		count 0 1
 	fi
 fi
 
