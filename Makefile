@@ -32,7 +32,7 @@ FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BIN := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
 DEPS_STAMP := $(BUILD)/.deps-ok
 
-.PHONY: all deps test unit micro e2e fuzz fuzz-build fuzz-long asan asan-test run install clean format lint
+.PHONY: all deps test unit micro e2e fuzz fuzz-build fuzz-long asan asan-test soak run install clean format lint
 
 all: $(BIN)/gatewayd $(BIN)/gatectl $(BIN)/gatetop $(BIN)/mockbackend
 
@@ -130,6 +130,12 @@ fuzz: $(FUZZ_BIN)
 fuzz-long:
 	$(MAKE) fuzz FUZZ_SECONDS=300
 
+# Mixed load with RSS, descriptor and status checks (tests/soak/soak.py): 10 minutes here,
+# 60 s inside `make test`.
+SOAK_SECONDS ?= 600
+soak: all
+	SOAK_SECONDS=$(SOAK_SECONDS) GWTEST_BIN=$(abspath $(BIN)) python3 tests/soak/soak.py
+
 # Address+undefined sanitizer build in its own tree (build-asan/, binaries in
 # build-asan/bin); `make asan-test` runs the unit and end-to-end tests on it.
 ASAN_FLAGS := BUILD=build-asan BIN=build-asan/bin \
@@ -138,10 +144,17 @@ ASAN_FLAGS := BUILD=build-asan BIN=build-asan/bin \
 asan:
 	$(MAKE) $(ASAN_FLAGS) all unit
 
+# The daemons' stderr is a test's temporary file, so sanitizer reports (leaks at exit
+# included) go to build-asan/reports instead: any report there fails the run.
+ASAN_REPORTS := $(CURDIR)/build-asan/reports
 asan-test: asan
-	BUILD=build-asan SKIP_FUZZ=1 GWTEST_GATEWAYD=$(CURDIR)/build-asan/bin/gatewayd \
-		GWTEST_MOCKBACKEND=$(CURDIR)/build-asan/bin/mockbackend \
-		ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 sh tests/run.sh
+	@rm -rf $(ASAN_REPORTS) && mkdir -p $(ASAN_REPORTS)
+	BUILD=build-asan SKIP_FUZZ=1 SKIP_SOAK=1 GWTEST_BIN=$(CURDIR)/build-asan/bin \
+		ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:log_path=$(ASAN_REPORTS)/asan \
+		UBSAN_OPTIONS=print_stacktrace=1:log_path=$(ASAN_REPORTS)/ubsan \
+		sh tests/run.sh; rc=$$?; \
+	if [ -n "$$(ls $(ASAN_REPORTS))" ]; then head -n 40 $(ASAN_REPORTS)/*; \
+		echo "asan-test: sanitizer reports in $(ASAN_REPORTS)"; exit 1; fi; exit $$rc
 
 run: all
 	@sh scripts/run-demo.sh
