@@ -216,11 +216,18 @@ class DatabaseFaultCase(FaultCase):
         self.assertEqual(r.status, 200, r.body[:300])
         self.assertTrue(self.gateway.proc.alive())
 
-    def check_recovered(self):
-        user = self.register().json()
+    def unavailable_then_recovered(self, user, log_pattern, repair):
+        """While the fault lasts: 503s and a logged cause; after repair(): writes again."""
+        self.check_unavailable(user)
+        self.assertRegex(self.gateway.proc.log(), log_pattern,
+                         'the store error is not logged with its cause')
+        repair()
+        gwtest.wait_until(lambda: self.register(expect=None).status == 201, timeout=5,
+                          message='registration working again')
+        self.register()
         r = self.post_json('/auth/login', {'email': 'nobody@example.com', 'password': 'x'})
         self.assertEqual(r.status, 401, r.body[:200])
-        return user
+        self.assertGreaterEqual(self.check_integrity(), 3)
 
     def check_integrity(self):
         self.assertEqual(self.gateway.stop(), 0, 'gatewayd did not exit 0')
@@ -266,14 +273,8 @@ class ReadOnlyDatabaseTest(DatabaseFaultCase):
         self.addCleanup(self.immutable, False)  # else the temp dir cannot be removed
         if err is not None:
             self.skipTest('chattr +i is not possible here: %s' % err.strip())
-        self.check_unavailable(user)
-        self.assertRegex(self.gateway.proc.log(), r'(?i)register: .*(read-only|not permitted)',
-                         'the store error is not logged with its cause')
-        self.immutable(False)
-        gwtest.wait_until(lambda: self.register(expect=None).status == 201, timeout=5,
-                          message='registration working again')
-        self.check_recovered()
-        self.assertGreaterEqual(self.check_integrity(), 3)
+        self.unavailable_then_recovered(user, r'(?i)register: .*(read-only|not permitted)',
+                                        lambda: self.immutable(False))
 
 
 class FullDiskTest(DatabaseFaultCase):
@@ -298,11 +299,5 @@ class FullDiskTest(DatabaseFaultCase):
                     f.flush()
             except OSError:
                 pass
-        self.check_unavailable(user)
-        self.assertRegex(self.gateway.proc.log(), r'(?i)(no space|full)',
-                         'the full disk is not logged')
-        os.unlink(filler)
-        gwtest.wait_until(lambda: self.register(expect=None).status == 201, timeout=5,
-                          message='registration working again')
-        self.check_recovered()
-        self.assertGreaterEqual(self.check_integrity(), 3)
+        self.unavailable_then_recovered(user, r'(?i)register: .*(no space|full)',
+                                        lambda: os.unlink(filler))
