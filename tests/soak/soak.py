@@ -16,9 +16,9 @@ requests), it runs together:
 - a SIGHUP reload every 30 s (10 s when the run is shorter than 2 minutes).
 Every 2 s it samples gatewayd's RSS and descriptor count. It fails on any status outside
 each request's expected set, any client error, any gatectl failure, a dead gatewayd, RSS
-in the last third above the warm-up level by more than max(10 %, 8 MB), or descriptors
-not back to the baseline once the clients have closed. It ends with the figures and
-`soak: N passed, M failed`.
+in the last third above the warm-up level by more than max(10 %, 8 MB), descriptors
+not back to the baseline once the clients have closed, or an unclean exit at the end.
+It ends with the figures and `soak: N passed, M failed`.
 """
 
 import argparse
@@ -290,6 +290,8 @@ class SoakTest(gwtest.GatewayTestCase):
                                 len(reloads), 'not every SIGHUP was a reload')
         self.assertLessEqual(rss_last, rss_warm + allowance,
                              'RSS grew after warm-up: %s; samples %r' % (figures, samples))
+        # and it still shuts down cleanly (under LeakSanitizer: without a leak)
+        self.assertEqual(self.gw.stop(timeout=15), 0, 'gatewayd did not exit 0 after the soak')
 
 
 def main():
