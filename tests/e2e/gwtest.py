@@ -57,6 +57,14 @@ GATEWAYD = os.environ.get('GWTEST_GATEWAYD') or os.path.join(BIN, 'gatewayd')
 HOST = '127.0.0.1'
 
 ADMIN_TOKEN = 'gwtest-admin-token-0123456789'
+# Set by `make asan-test`: the binaries run under ASan/UBSan, several times slower and with
+# a larger resident set; tests that measure memory or tight timings skip (see skip_sanitized).
+SANITIZED = bool(os.environ.get('GWTEST_SANITIZED'))
+
+
+def skip_sanitized(why):
+    """A decorator: skip the test when the binaries are sanitizer builds."""
+    return unittest.skipIf(SANITIZED, 'sanitizer build: ' + why)
 JWT_SECRET = 'gwtest-jwt-secret-0123456789abcdef0123456789abcdef'
 
 DEFAULT_TIMEOUT = 10.0   # socket operations

@@ -344,6 +344,7 @@ class TestPureSharedCache(CacheTest):
         self.assertEqual(self.xcache('/cacheable?max_age=30'), 'MISS')
         self.assertEqual(self.xcache('/cacheable?max_age=30'), 'HIT')
 
+    @gwtest.skip_sanitized('second-granular Expires arithmetic races the slower binary')
     def test_expires(self):
         self.assertEqual(self.xcache('/cacheable?expires=2'), 'MISS')
         self.assertEqual(self.xcache('/cacheable?expires=2'), 'HIT')
