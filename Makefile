@@ -149,7 +149,7 @@ asan:
 ASAN_REPORTS := $(CURDIR)/build-asan/reports
 asan-test: asan
 	@rm -rf $(ASAN_REPORTS) && mkdir -p $(ASAN_REPORTS)
-	BUILD=build-asan SKIP_FUZZ=1 SKIP_SOAK=1 GWTEST_BIN=$(CURDIR)/build-asan/bin \
+	BUILD=build-asan SKIP_FUZZ=1 SKIP_SOAK=1 GWTEST_SANITIZED=1 GWTEST_BIN=$(CURDIR)/build-asan/bin \
 		ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:log_path=$(ASAN_REPORTS)/asan \
 		UBSAN_OPTIONS=print_stacktrace=1:log_path=$(ASAN_REPORTS)/ubsan \
 		sh tests/run.sh; rc=$$?; \
