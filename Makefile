@@ -9,7 +9,7 @@ BIN ?= bin
 CC ?= cc
 FUZZ_SECONDS ?= 10
 
-PKGS := libevent_core libevent_pthreads openssl libcjson sqlite3 libcrypt libmaxminddb libcurl
+PKGS := libevent_core libevent_pthreads openssl libcjson sqlite3 libcrypt libmaxminddb libcurl hiredis libpq
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 

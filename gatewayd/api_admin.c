@@ -15,6 +15,7 @@
 #include "jobs.h"
 #include "proxy.h"
 #include "ratelimit.h"
+#include "redis.h"
 #include "store.h"
 #include "util.h"
 #include "xmalloc.h"
@@ -643,6 +644,8 @@ admin_rescale_quota(const struct admin_req *a, int64_t uid, const char *key_hash
 		return;
 	ratelimit_rescale(gw.id_limiter, name, strlen(name), admin_tier_rate(a, old_tier),
 	                  admin_tier_rate(a, a->tier), util_now_ms());
+	if (redis_on)
+		redis_rescale(name, admin_tier_rate(a, old_tier), admin_tier_rate(a, a->tier));
 }
 
 /*

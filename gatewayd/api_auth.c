@@ -17,6 +17,7 @@
 #include "log.h"
 #include "proxy.h"
 #include "ratelimit.h"
+#include "redis.h"
 #include "store.h"
 #include "util.h"
 #include "xmalloc.h"
@@ -1415,7 +1416,9 @@ api_usage_object(const struct config *cfg, const struct identity *id, uint64_t n
 	memset(&res, 0, sizeof(res));
 	res.limit = res.remaining = t->rate.count;
 	/* read, not consumed: asking how much is left costs nothing */
-	if (gw.id_limiter != NULL)
+	if (redis_on)
+		redis_peek(id->name, &t->rate, &res);
+	else if (gw.id_limiter != NULL)
 		ratelimit_peek(gw.id_limiter, id->name, strlen(id->name), &t->rate, now_ms, &res);
 	snprintf(uid, sizeof(uid), "%lld", (long long)id->user_id);
 	blocked = (id->kind == IDENTITY_KEY && identity_blocked("key", id->key_hash, now)) ||

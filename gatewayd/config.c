@@ -22,6 +22,8 @@
 #include "geo.h"
 #include "tls.h"
 #include "http.h"
+#include "redis.h"
+#include "store.h"
 #include "util.h"
 #include "xmalloc.h"
 
@@ -879,11 +881,61 @@ config_dir_cidrs(struct config_parser *p, const struct config_directive *d, char
 	return 0;
 }
 
-/* Directives of SPEC section 2 that later features implement: refused, never ignored. */
+/* clang-format off */
+static const struct config_opt config_redis_opts[] = {
+	{"timeout", CONFIG_OPT_DURATION, CONFIG_AT(redis_timeout_ms), 10, 60000, 0, 0, 0},
+	{"tls", CONFIG_OPT_BOOL, CONFIG_AT(redis_tls), 0, 0, 0, 0, 0},
+	{.key = NULL},
+};
+/* clang-format on */
+
+/* database URL: a postgresql:// URL's syntax (parameters, port) is checked here too, so
+ * that -t catches it without connecting. */
 static int
-config_dir_later(struct config_parser *p, const struct config_directive *d, char **argv, int argc)
+config_dir_database(struct config_parser *p, const struct config_directive *d, char **argv,
+                    int argc)
 {
-	return config_error(p, "'%s' is not supported yet", d->name);
+	char err[256];
+
+	if (config_dir_value(p, d, argv, argc) < 0)
+		return -1;
+	if (store_url_check(p->c->database, err, sizeof err) < 0)
+		return config_error(p, "database: %s", err);
+	return 0;
+}
+
+/* redis URL [timeout=D] [tls=on|off]: the URL is checked here, so that -t catches it. */
+static int
+config_dir_redis(struct config_parser *p, const struct config_directive *d, char **argv, int argc)
+{
+	struct redis_url u;
+	char err[256];
+
+	if (strlen(argv[0]) >= sizeof(p->c->redis))
+		return config_error(p, "redis: the URL is too long");
+	if (redis_url_parse(argv[0], &u, err, sizeof err) < 0)
+		return config_error(p, "redis: %s", err);
+	util_strlcpy(p->c->redis, argv[0], sizeof(p->c->redis));
+	if (config_parse_opts(p, d, argv + 1, argc - 1, p->c) < 0)
+		return -1;
+	if (p->c->redis_tls)
+		return config_error(p, "redis: tls=on is not available: this build's hiredis (0.14) "
+		                       "has no TLS; reach Redis over a private network or a TLS "
+		                       "tunnel (stunnel, spiped)");
+	return 0;
+}
+
+static int
+config_dir_redis_failure(struct config_parser *p, const struct config_directive *d, char **argv,
+                         int argc)
+{
+	if (strcmp(argv[0], "open") == 0)
+		p->c->redis_failure = CONFIG_REDIS_OPEN;
+	else if (strcmp(argv[0], "closed") == 0)
+		p->c->redis_failure = CONFIG_REDIS_CLOSED;
+	else
+		return config_error(p, "redis_failure: open or closed, got \"%s\"", argv[0]);
+	return 0;
 }
 
 static int
@@ -1085,15 +1137,9 @@ config_tier_find(const struct config *c, const char *name)
 }
 
 /*
- * Initializers of config_directives[] (macros because a function cannot yield a static
- * initializer): directives of later features, and lists of CIDRs.
+ * Initializers of config_directives[] (a macro because a function cannot yield a static
+ * initializer): lists of CIDRs.
  */
-#define CONFIG_LATER(n)                                                                            \
-	{                                                                                          \
-		.name = n, .repeatable = 1, .min_args = 0, .max_args = -1,                         \
-		.usage = n " (not supported yet)", .handler = config_dir_later                     \
-	}
-
 #define CONFIG_CIDRS(n, list, count)                                                               \
 	{                                                                                          \
 		.name = n, .repeatable = 1, .min_args = 1, .max_args = -1, .usage = n " CIDR...",  \
@@ -1118,10 +1164,13 @@ static const struct config_directive config_directives[] = {
 	{.name = "access_log", .min_args = 1, .max_args = 1,
 	 .usage = "access_log FILE|stdout|off", .handler = config_dir_access_log},
 	{.name = "database", .min_args = 1, .max_args = 1,
-	 .usage = "database sqlite:PATH|postgresql://...", .handler = config_dir_value,
+	 .usage = "database sqlite:PATH|postgresql://...", .handler = config_dir_database,
 	 .value = &config_database_value, .schemes = config_database_schemes},
-	CONFIG_LATER("redis"),
-	CONFIG_LATER("redis_failure"),
+	{.name = "redis", .min_args = 1, .max_args = 3,
+	 .usage = "redis redis://[[USER]:PASSWORD@]HOST[:PORT][/DB] [timeout=D] [tls=on|off]",
+	 .handler = config_dir_redis, .opts = config_redis_opts},
+	{.name = "redis_failure", .min_args = 1, .max_args = 1,
+	 .usage = "redis_failure open|closed", .handler = config_dir_redis_failure},
 	{.name = "strategy", .min_args = 1, .max_args = 1,
 	 .usage = "strategy NAME", .handler = config_dir_strategy},
 	{.name = "backend", .repeatable = 1, .min_args = 2, .max_args = -1,
@@ -1476,6 +1525,7 @@ config_set_defaults(struct config *c)
 	util_strlcpy(c->control, "ipc:///tmp/gatewayd.ctl", sizeof c->control);
 	util_strlcpy(c->publish, "ipc:///tmp/gatewayd.pub", sizeof c->publish);
 	util_strlcpy(c->database, "sqlite:gatewayd.db", sizeof c->database);
+	c->redis_timeout_ms = CONFIG_SECOND;
 }
 
 struct config *

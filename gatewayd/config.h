@@ -70,6 +70,8 @@ struct config_geo_http {
 	int max;                   /* [16] lookups in flight per worker */
 };
 
+enum config_redis_failure { CONFIG_REDIS_OPEN, CONFIG_REDIS_CLOSED };
+
 struct config_route {
 	char prefix[512];
 	size_t prefix_len;
@@ -157,6 +159,10 @@ struct config {
 	char publish[256];  /* [ipc:///tmp/gatewayd.pub] nng PUB */
 	char access_log[CONFIG_PATH_MAX]; /* [off] "", "stdout", or a file path */
 	char database[512]; /* [sqlite:gatewayd.db] (identity issue) */
+	char redis[512];    /* [none] redis://[[USER]:PASSWORD@]HOST[:PORT][/DB] (redis.c) */
+	uint64_t redis_timeout_ms; /* [1s] no reply for this long: the connection is down */
+	int redis_tls;             /* [off] refused: this hiredis has no TLS */
+	int redis_failure;         /* [open] enum config_redis_failure */
 
 	int strategy; /* enum balance_strategy */
 	struct config_backend *backends;

@@ -24,6 +24,7 @@
 #include "store.h"
 #include "log.h"
 #include "ratelimit.h"
+#include "redis.h"
 #include "util.h"
 #include "worker.h"
 #include "xmalloc.h"
@@ -148,7 +149,7 @@ gatewayd_identity_start(const struct config *cfg, char *err, size_t errlen)
 	struct store *st = store_open(cfg->database, err, errlen);
 	int64_t now = (int64_t)time(NULL);
 	int nkeys = 0, nusers = 0, nblocks = 0, nbans = 0, nrevoked = 0;
-	char secret[256];
+	char secret[256], shown[1024];
 	int r = -1;
 
 	if (st == NULL)
@@ -164,12 +165,14 @@ gatewayd_identity_start(const struct config *cfg, char *err, size_t errlen)
 	    store_blocks_all(st, now, gatewayd_load_block, &nblocks) != 0 ||
 	    store_bans_all(st, now, gatewayd_load_ban, &nbans) != 0 ||
 	    store_revocations_all(st, now, gatewayd_load_revocation, &nrevoked) != 0) {
-		snprintf(err, errlen, "database %s: %s", cfg->database, store_error(st));
+		snprintf(err, errlen, "database %s: %s",
+			 store_url_redact(cfg->database, shown, sizeof(shown)), store_error(st));
 		goto out;
 	}
 	log_info("identity: %d users, %d API keys, %d blocks, %d bans, %d revoked tokens loaded "
 		 "from %s",
-		 nusers, nkeys, nblocks, nbans, nrevoked, cfg->database);
+		 nusers, nkeys, nblocks, nbans, nrevoked,
+		 store_url_redact(cfg->database, shown, sizeof(shown)));
 	r = jobs_start(GATEWAYD_JOB_THREADS, cfg->database, err, errlen);
 out:
 	explicit_bzero(secret, sizeof(secret));
@@ -181,7 +184,8 @@ static void
 usage(void)
 {
 	fprintf(stderr, "usage: gatewayd [-ftv] [-c file] [-d key=value] [-p pidfile]\n"
-			"       gatewayd [-c file] --migrate-status | --fresh-db --yes\n");
+			"       gatewayd [-c file] --migrate-status | --fresh-db --yes\n"
+			"       gatewayd --migrate-db FROM TO\n");
 	exit(2);
 }
 
@@ -247,6 +251,28 @@ gatewayd_db_command(struct config *cfg, int status, int yes)
 	return r == 0 ? 0 : 1;
 }
 
+/* --migrate-db FROM TO: copies a store (a bare FROM path is an SQLite file), then exits. */
+static int
+gatewayd_migrate_db(const char *from, const char *to)
+{
+	struct store_copy_counts n;
+	char err[1024], url[4096], shown[4096];
+
+	if (strchr(from, ':') == NULL) {
+		snprintf(url, sizeof(url), "sqlite:%s", from);
+		from = url;
+	}
+	if (store_copy(from, to, &n, err, sizeof(err)) != 0) {
+		fprintf(stderr, "gatewayd: --migrate-db: %s\n", err);
+		return 1;
+	}
+	printf("copied %d users, %d API keys, %d blocks, %d bans, %d revoked tokens, %d audit "
+	       "entries and %d settings from %s\n",
+	       n.users, n.keys, n.blocks, n.bans, n.revocations, n.audit, n.settings,
+	       store_url_redact(from, shown, sizeof(shown)));
+	return 0;
+}
+
 static void
 gatewayd_pidfile(const char *path)
 {
@@ -276,9 +302,10 @@ main(int argc, char *argv[])
 		{"migrate-status", no_argument, NULL, 'M'},
 		{"fresh-db", no_argument, NULL, 'F'},
 		{"yes", no_argument, NULL, 'Y'},
+		{"migrate-db", no_argument, NULL, 'D'},
 		{NULL, 0, NULL, 0},
 	};
-	int migrate_status = 0, fresh_db = 0, yes = 0;
+	int migrate_status = 0, fresh_db = 0, yes = 0, migrate_db = 0;
 
 	gw.overrides = xcalloc((size_t)argc + 1, sizeof(char *));
 	while ((ch = getopt_long(argc, argv, "c:d:fp:tv", longopts, NULL)) != -1) {
@@ -310,11 +337,16 @@ main(int argc, char *argv[])
 		case 'Y':
 			yes = 1;
 			break;
+		case 'D':
+			migrate_db = 1;
+			break;
 		default:
 			usage();
 		}
 	}
-	if (optind != argc)
+	if (migrate_db && optind + 2 == argc)
+		return gatewayd_migrate_db(argv[optind], argv[optind + 1]);
+	if (migrate_db || optind != argc)
 		usage();
 	log_set_verbose(verbose);
 
@@ -364,7 +396,8 @@ main(int argc, char *argv[])
 		log_warnx("%s", err);
 		return 1;
 	}
-	if (worker_start_all(rt, err, sizeof(err)) == -1) {
+	if (redis_start(cfg, err, sizeof(err)) != 0 ||
+	    worker_start_all(rt, err, sizeof(err)) == -1) {
 		log_warnx("%s", err);
 		return 1;
 	}
@@ -396,6 +429,7 @@ main(int argc, char *argv[])
 	worker_stop_all(GATEWAYD_DRAIN_MS);
 	accesslog_stop();
 	publish_stop();
+	redis_stop();
 	jobs_stop();
 	log_info("gatewayd stopped");
 	if (!foreground)

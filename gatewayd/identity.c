@@ -59,6 +59,13 @@ static struct cidr_tree *ip_blocks;
  * and then the hot path skips the lookups (and formatting their names) entirely.
  */
 static _Atomic int any_blocks, any_ip_blocks, any_bans;
+static const struct identity_hooks *identity_hooks;
+
+void
+identity_set_hooks(const struct identity_hooks *h)
+{
+	identity_hooks = h;
+}
 
 static void
 identity_update_flags(void)
@@ -268,6 +275,8 @@ identity_key_put(const struct identity_key *k)
 	pthread_rwlock_wrlock(&identity_lock);
 	smap_put(&keys, k->hash, v);
 	pthread_rwlock_unlock(&identity_lock);
+	if (identity_hooks != NULL)
+		identity_hooks->key(k);
 }
 
 int
@@ -300,6 +309,8 @@ identity_user_put(const struct identity_user *u)
 	pthread_rwlock_wrlock(&identity_lock);
 	smap_put(&users, k, v);
 	pthread_rwlock_unlock(&identity_lock);
+	if (identity_hooks != NULL)
+		identity_hooks->user(u);
 }
 
 int
@@ -326,6 +337,8 @@ identity_revoke(const char *jti, int64_t expires_at)
 	pthread_rwlock_wrlock(&identity_lock);
 	smap_put(&revoked, jti, v);
 	pthread_rwlock_unlock(&identity_lock);
+	if (identity_hooks != NULL)
+		identity_hooks->revoke(jti, expires_at);
 }
 
 int
@@ -372,6 +385,8 @@ identity_block(const char *kind, const char *value, int64_t until)
 	identity_update_flags();
 	pthread_rwlock_unlock(&identity_lock);
 	free(b);
+	if (identity_hooks != NULL)
+		identity_hooks->block(kind, value, until);
 }
 
 int
@@ -394,6 +409,8 @@ identity_unblock(const char *kind, const char *value)
 	}
 	identity_update_flags();
 	pthread_rwlock_unlock(&identity_lock);
+	if (identity_hooks != NULL)
+		identity_hooks->block(kind, value, -1);
 	return r;
 }
 
@@ -533,6 +550,8 @@ identity_ban_reject(const char *name, int64_t now, uint64_t window_s, uint64_t t
 	*level = b->level;
 	identity_update_flags();
 	pthread_rwlock_unlock(&identity_lock);
+	if (len > 0 && identity_hooks != NULL)
+		identity_hooks->ban(name, now + len, *level);
 	return len;
 }
 
@@ -563,6 +582,8 @@ identity_ban_set(const char *name, int64_t until, int level)
 	smap_put(&bans, name, b);
 	identity_update_flags();
 	pthread_rwlock_unlock(&identity_lock);
+	if (identity_hooks != NULL)
+		identity_hooks->ban(name, until, level);
 }
 
 int
@@ -574,6 +595,8 @@ identity_ban_clear(const char *name)
 	r = smap_del(&bans, name);
 	identity_update_flags();
 	pthread_rwlock_unlock(&identity_lock);
+	if (identity_hooks != NULL)
+		identity_hooks->ban(name, -1, 0);
 	return r;
 }
 

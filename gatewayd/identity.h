@@ -118,4 +118,19 @@ uint64_t identity_bans_active(int64_t now);
  */
 size_t identity_expire(int64_t now);
 
+/*
+ * Told of every change made through the functions above after it is applied (redis.c
+ * shares them with other instances). Set once, before the threads that change the
+ * tables start; NULL (the default) costs one test per change. A ban or unblock with
+ * until -1 is a removal.
+ */
+struct identity_hooks {
+	void (*block)(const char *kind, const char *value, int64_t until);
+	void (*revoke)(const char *jti, int64_t expires_at);
+	void (*ban)(const char *name, int64_t until, int level);
+	void (*key)(const struct identity_key *k);
+	void (*user)(const struct identity_user *u);
+};
+void identity_set_hooks(const struct identity_hooks *h);
+
 #endif

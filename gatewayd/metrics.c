@@ -10,6 +10,7 @@
 #include "cache.h"
 #include "metrics.h"
 #include "proxy.h"
+#include "redis.h"
 #include "util.h"
 #include "xmalloc.h"
 
@@ -526,6 +527,12 @@ metrics_render(const struct runtime *rt, size_t *len)
 		                    (double)p.threads);
 	}
 	metrics_write_gauge(&o, "gatewayd_workers", "Worker threads serving requests.", (double)nw);
+	{
+		char *r = redis_metrics_text();
+
+		mbuf_printf(&o, "%s", r);
+		free(r);
+	}
 	*len = o.len;
 	return o.p;
 }

@@ -396,6 +396,32 @@ ratelimit_check(struct ratelimit *rl, const void *key, size_t keylen, const stru
 }
 
 void
+ratelimit_result_from(const struct conf_rate *rate, int allowed, uint64_t d_ns,
+                      struct ratelimit_result *out)
+{
+	struct ratelimit_gcra g;
+
+	if (ratelimit_gcra_of(rate, &g) == -1) {
+		ratelimit_unlimited(out);
+		return;
+	}
+	/* a TAT d_ns ahead of a "now" of 0 */
+	ratelimit_fill(&g, allowed, d_ns, 0, out);
+}
+
+int
+ratelimit_params(const struct conf_rate *rate, uint64_t *t_ns, uint64_t *tau_ns)
+{
+	struct ratelimit_gcra g;
+
+	if (ratelimit_gcra_of(rate, &g) == -1)
+		return -1;
+	*t_ns = g.t;
+	*tau_ns = g.tau;
+	return 0;
+}
+
+void
 ratelimit_peek(struct ratelimit *rl, const void *key, size_t keylen, const struct conf_rate *rate,
                uint64_t now_ms, struct ratelimit_result *out)
 {

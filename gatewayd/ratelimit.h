@@ -38,6 +38,15 @@ int ratelimit_check(struct ratelimit *rl, const void *key, size_t keylen,
 /* The same with a microsecond clock (util_now_us), for refills finer than 1 ms. */
 int ratelimit_check_us(struct ratelimit *rl, const void *key, size_t keylen,
 		       const struct conf_rate *rate, uint64_t now_us, struct ratelimit_result *out);
+/*
+ * Fills out for a decision taken elsewhere (the shared limiter, redis.c) with the same
+ * arithmetic as ratelimit_check: d_ns is how far the key's TAT is ahead of now after the
+ * decision.
+ */
+void ratelimit_result_from(const struct conf_rate *rate, int allowed, uint64_t d_ns,
+			   struct ratelimit_result *out);
+/* The emission interval and tolerance of rate in ns (-1: rate does not limit). */
+int ratelimit_params(const struct conf_rate *rate, uint64_t *t_ns, uint64_t *tau_ns);
 /* Reads the state of key without consuming (for /usage). */
 void ratelimit_peek(struct ratelimit *rl, const void *key, size_t keylen,
 		    const struct conf_rate *rate, uint64_t now_ms, struct ratelimit_result *out);

@@ -16,6 +16,7 @@
 #include "log.h"
 #include "proxy.h"
 #include "ratelimit.h"
+#include "redis.h"
 #include "store.h"
 #include "util.h"
 #include "ws.h"
@@ -27,7 +28,8 @@
  * handed the exchange to something that will: the proxy, the queue, a body reader).
  */
 
-enum stage_result { STAGE_NEXT, STAGE_DONE };
+/* STAGE_WAIT: the exchange waits (a Redis reply) and something else resumes it. */
+enum stage_result { STAGE_NEXT, STAGE_DONE, STAGE_WAIT };
 
 struct router_ban {
 	char kind[16];
@@ -354,8 +356,11 @@ router_rate_peek(struct exchange *x)
 	if (x->id.kind == IDENTITY_NONE || x->rl_set)
 		return;
 	t = identify_tier(x->rt->cfg, &x->id);
-	ratelimit_peek(gw.id_limiter, x->id.name, strlen(x->id.name), &t->rate, x->w->now_ms,
-		       &res);
+	if (redis_on)
+		redis_peek(x->id.name, &t->rate, &res);
+	else
+		ratelimit_peek(gw.id_limiter, x->id.name, strlen(x->id.name), &t->rate,
+			       x->w->now_ms, &res);
 	identify_rate_info(x, &res, &t->rate);
 }
 
@@ -495,22 +500,32 @@ stage_identity_block(struct exchange *x)
 	return STAGE_NEXT;
 }
 
+/*
+ * The shared limiter's verdict (redis.c): DONE when it answered, NEXT when res holds the
+ * decision (taken in Redis, or locally when Redis is away and redis_failure is open).
+ */
 static enum stage_result
-stage_tier_limit(struct exchange *x)
+router_tier_shared(struct exchange *x, const struct config_tier *t, int verdict,
+		   struct ratelimit_result *res)
 {
-	const struct config_tier *t;
-	struct ratelimit_result res;
+	if (verdict == REDIS_UNAVAILABLE) {
+		respond_error(x, 503, "limiter_unavailable",
+			      "The shared rate limiter is unreachable.", "Retry-After: 1\r\n", NULL);
+		return STAGE_DONE;
+	}
+	if (verdict == REDIS_LOCAL)
+		ratelimit_check(gw.id_limiter, x->id.name, strlen(x->id.name), &t->rate,
+				x->w->now_ms, res);
+	return STAGE_NEXT;
+}
 
-	if (x->id.kind == IDENTITY_NONE)
-		return STAGE_NEXT;
-	t = identify_tier(x->rt->cfg, &x->id);
-	identity_count(x->id.name);
-	/* the queue serves better tiers first (enterprise ranks highest) */
-	x->qprio = (uint8_t)(t - x->rt->cfg->tiers > 3 ? 3 : t - x->rt->cfg->tiers);
-	ratelimit_check(gw.id_limiter, x->id.name, strlen(x->id.name), &t->rate, x->w->now_ms,
-			&res);
-	identify_rate_info(x, &res, &t->rate);
-	if (res.allowed) {
+/* The tier limit's answer, from the decision in res. */
+static enum stage_result
+router_tier_decided(struct exchange *x, const struct config_tier *t,
+		    const struct ratelimit_result *res)
+{
+	identify_rate_info(x, res, &t->rate);
+	if (res->allowed) {
 		worker_counter_add(&x->w->st_tier_allowed, 1);
 		metrics_ratelimit(x->w, t->name, 1);
 		return STAGE_NEXT;
@@ -519,8 +534,33 @@ stage_tier_limit(struct exchange *x)
 	metrics_ratelimit(x->w, t->name, 0);
 	router_ban_account(x, x->id.name, &t->rate);
 	respond_rate_limited(x, "rate_limited", t->name, t->rate.count, t->rate.period_ms / 1000,
-			     res.retry_after_ms);
+			     res->retry_after_ms);
 	return STAGE_DONE;
+}
+
+static enum stage_result
+stage_tier_limit(struct exchange *x)
+{
+	const struct config_tier *t;
+	struct ratelimit_result res;
+	int verdict;
+
+	if (x->id.kind == IDENTITY_NONE)
+		return STAGE_NEXT;
+	t = identify_tier(x->rt->cfg, &x->id);
+	identity_count(x->id.name);
+	/* the queue serves better tiers first (enterprise ranks highest) */
+	x->qprio = (uint8_t)(t - x->rt->cfg->tiers > 3 ? 3 : t - x->rt->cfg->tiers);
+	if (redis_on) {
+		if ((verdict = redis_limit(x, &t->rate, &res)) == REDIS_WAIT)
+			return STAGE_WAIT;
+		if (router_tier_shared(x, t, verdict, &res) == STAGE_DONE)
+			return STAGE_DONE;
+		return router_tier_decided(x, t, &res);
+	}
+	ratelimit_check(gw.id_limiter, x->id.name, strlen(x->id.name), &t->rate, x->w->now_ms,
+			&res);
+	return router_tier_decided(x, t, &res);
 }
 
 static enum stage_result
@@ -598,23 +638,41 @@ static const stage_fn router_stages[] = {
 	stage_proxy,
 };
 
-void
-router_after_cache(struct exchange *x)
+/* Runs the stages that follow `after` (a stage that finished asynchronously). */
+static void
+router_run_after(struct exchange *x, stage_fn after)
 {
 	size_t i = 0, n = sizeof(router_stages) / sizeof(router_stages[0]);
 
-	while (i < n && router_stages[i] != stage_cache)
+	while (i < n && router_stages[i] != after)
 		i++;
 	for (i++; i < n; i++)
-		if (router_stages[i](x) == STAGE_DONE)
+		if (router_stages[i](x) != STAGE_NEXT)
 			return;
+}
+
+void
+router_after_cache(struct exchange *x)
+{
+	router_run_after(x, stage_cache);
+}
+
+void
+router_tier_resume(struct exchange *x, int verdict, const struct ratelimit_result *res)
+{
+	const struct config_tier *t = identify_tier(x->rt->cfg, &x->id);
+	struct ratelimit_result r = *res;
+
+	if (router_tier_shared(x, t, verdict, &r) == STAGE_NEXT &&
+	    router_tier_decided(x, t, &r) == STAGE_NEXT)
+		router_run_after(x, stage_tier_limit);
 }
 
 void
 router_dispatch(struct exchange *x)
 {
 	for (size_t i = 0; i < sizeof(router_stages) / sizeof(router_stages[0]); i++)
-		if (router_stages[i](x) == STAGE_DONE)
+		if (router_stages[i](x) != STAGE_NEXT)
 			return;
 }
 

@@ -7,6 +7,12 @@ TEST_PKGS="python3 openssl curl mandoc"
 # gatetop: wide-character curses; its tests run it inside tmux
 BUILD_PKGS="$BUILD_PKGS libncurses-dev"
 TEST_PKGS="$TEST_PKGS tmux"
+# PostgreSQL store: libpq; its tests start a throwaway server, the deploy tests read YAML
+BUILD_PKGS="$BUILD_PKGS libpq-dev"
+TEST_PKGS="$TEST_PKGS postgresql python3-yaml"
+# redis: hiredis (async, libevent adapter); the e2e tests start a redis-server
+BUILD_PKGS="$BUILD_PKGS libhiredis-dev"
+TEST_PKGS="$TEST_PKGS redis-server"
 missing=""
 for p in $BUILD_PKGS $TEST_PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"
