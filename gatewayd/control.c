@@ -953,12 +953,33 @@ control_directive_known(const char *name)
  * gatectl overrides, else the file's lines); none means the built-in default.
  * strategy and backend are read from the running gateway, as they change live.
  */
+/*
+ * Masks the password of every URL in a directive line in place
+ * ("redis://:secret@h" -> "redis://:********@h", "postgresql://u:pw@h/db" likewise):
+ * `config get` must not hand out the credentials of the database or of Redis.
+ */
+static void
+control_redact_url(char *line)
+{
+	for (char *p = strstr(line, "://"); p != NULL; p = strstr(p, "://")) {
+		char *auth = p + 3, *end = auth + strcspn(auth, "/ \t?#"), *at, *colon;
+
+		p = auth;
+		at = memchr(auth, '@', (size_t)(end - auth));
+		if (at == NULL)
+			continue;
+		colon = memchr(auth, ':', (size_t)(at - auth));
+		if (colon != NULL)
+			memset(colon + 1, '*', (size_t)(at - colon - 1));
+	}
+}
+
 static void
 control_config_get(const struct proto_request *q, struct control_reply *r)
 {
 	const char *name = q->argv[0], *source = "file";
 	size_t n = strlen(name);
-	cJSON *lines;
+	cJSON *lines, *it;
 	char *text;
 
 	if (!control_directive_name(name)) {
@@ -998,6 +1019,11 @@ control_config_get(const struct proto_request *q, struct control_reply *r)
 			return;
 		}
 		source = "default";
+	}
+	cJSON_ArrayForEach(it, lines)
+	{
+		if (cJSON_IsString(it))
+			control_redact_url(it->valuestring);
 	}
 	cJSON_AddStringToObject(r->ok, "source", source);
 }

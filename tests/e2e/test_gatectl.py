@@ -798,3 +798,20 @@ class TcpControlTest(GatectlCase):
                                 wait=False)
         self.assertNotEqual(gw.proc.wait(10), 0)
         self.assertIn('requires GATEWAYD_ADMIN_TOKEN', gw.proc.log())
+
+
+class ConfigSecretsTest(GatectlCase):
+    """`config get` masks the password of a URL (Redis here; PostgreSQL the same way)."""
+
+    def setUp(self):
+        gwtest.GatewayTestCase.setUp(self)
+        if not os.access(GATECTL, os.X_OK):
+            self.skipTest('bin/gatectl is not built')
+        # nothing listens on port 1: the limiter falls back to local limits (open)
+        self.start(extra='redis redis://:s3cret-pass@127.0.0.1:1/0\nredis_failure open')
+
+    def test_config_get_masks_passwords(self):
+        j = self.ok_json('config', 'get', 'redis')
+        self.assertEqual(j['lines'], ['redis redis://:***********@127.0.0.1:1/0'], j)
+        out = self.ok('config', 'get', 'redis')
+        self.assertNotIn('s3cret', out)
