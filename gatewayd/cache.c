@@ -1012,10 +1012,13 @@ cache_request(struct exchange *x)
 		return 1;
 	}
 	if (f != NULL && f->nwaiters < CACHE_WAITERS_MAX && cache_wq_get(x->w) != NULL) {
+		/* from here the filler may hand x an entry (x->cache_ent) on its own thread:
+		 * the stale one is let go of before x is a waiter */
+		e = x->cache_ent;
+		x->cache_ent = NULL;
 		cache_wait_on(x, s, f);
 		pthread_mutex_unlock(&s->lock);
-		cache_entry_unref(x->cache_ent);
-		x->cache_ent = NULL;
+		cache_entry_unref(e);
 		return 1;
 	}
 	/* a Range request would bring back a 206: it does not fill (nor make others wait) */
