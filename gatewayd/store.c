@@ -10,20 +10,25 @@
 
 #include "log.h"
 #include "store.h"
+#include "store_impl.h"
 #include "util.h"
 #include "xmalloc.h"
 
 /*
- * SQLite implementation of store.h.
+ * store.h's public functions, and its SQLite backend. A struct store is an SQLite
+ * connection, or a PostgreSQL one (st->pg, store_pg.c): the public functions check their
+ * arguments here, then run their statements through store_write/store_read/store_list,
+ * which hand them to the connection's backend, and decode rows through struct store_row,
+ * whichever backend produced them.
  *
  * Every data statement is a constant string prepared once per connection
  * (SQLITE_PREPARE_PERSISTENT) and cached in st->stmt[], with values bound, never spliced:
  * SQL injection is impossible by construction. The only SQL run through sqlite3_exec is
  * constant text (pragmas, migrations, transaction control).
  *
- * A PostgreSQL backend would turn struct store into a tagged union (or give it an ops
- * table) and keep these prototypes; the SQL below is deliberately plain (ON CONFLICT,
- * no SQLite-only functions in the data statements) so most of it carries over.
+ * The SQL below is deliberately plain (ON CONFLICT, no SQLite-only functions in the data
+ * statements): store_pg.c runs the same text with $N for ?N and overrides the few
+ * statements that differ (see store_pg_sql there).
  */
 
 #define STORE_BUSY_MS 5000
@@ -101,54 +106,6 @@ static const struct store_migration store_migrations[] = {
 
 #define STORE_NMIGRATIONS (int)(sizeof(store_migrations) / sizeof(store_migrations[0]))
 
-enum store_stmt_id {
-	ST_BEGIN,
-	ST_COMMIT,
-	ST_ROLLBACK,
-	ST_USER_INSERT,
-	ST_USER_BY_EMAIL,
-	ST_USER_BY_ID,
-	ST_USER_SET_TIER,
-	ST_USER_SET_ROLE,
-	ST_USER_LIST,
-	ST_KEY_INSERT,
-	ST_KEY_BY_HASH,
-	ST_KEY_BY_PREFIX,
-	ST_KEY_LIST_USER,
-	ST_KEY_ALL,
-	ST_KEY_SET_EXPIRY,
-	ST_KEY_REVOKE,
-	ST_KEY_SET_TIER,
-	ST_KEY_SET_OWNER,
-	ST_KEY_TOUCH,
-	ST_REFRESH_INSERT,
-	ST_REFRESH_GET,
-	ST_REFRESH_MARK,
-	ST_FAMILY_REVOKE,
-	ST_REVOKE_INSERT,
-	ST_REVOCATIONS_ALL,
-	ST_REVOCATIONS_PURGE,
-	ST_REFRESH_PURGE,
-	ST_BLOCKS_PURGE,
-	ST_BANS_PURGE,
-	ST_BLOCK_SET,
-	ST_BLOCK_REMOVE,
-	ST_BLOCKS_ALL,
-	ST_BAN_SET,
-	ST_BAN_REMOVE,
-	ST_BANS_ALL,
-	ST_AUDIT_INSERT,
-	ST_AUDIT_LIST,
-	ST_SETTING_GET,
-	ST_SETTING_SET,
-	ST_SETTING_SET_ONCE,
-	ST_COUNT
-};
-
-#define STORE_USER_COLS "id, email, pwhash, tier, role, created_at"
-#define STORE_KEY_COLS                                                                             \
-	"hash, prefix, tier, coalesce(user_id, 0), created_at, last_used, expires_at, revoked"
-
 static const char *const store_sql[ST_COUNT] = {
     [ST_BEGIN] = "BEGIN IMMEDIATE",
     [ST_COMMIT] = "COMMIT",
@@ -212,10 +169,32 @@ static const char *const store_sql[ST_COUNT] = {
                        " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
     [ST_SETTING_SET_ONCE] = "INSERT INTO settings (name, value) VALUES (?1, ?2)"
                             " ON CONFLICT (name) DO NOTHING",
+    [ST_USER_IMPORT] = "INSERT INTO users (id, email, pwhash, tier, role, created_at)"
+                       " VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    [ST_BLOCK_IMPORT] = "INSERT INTO blocks (kind, value, until, created_at)"
+                        " VALUES (?1, ?2, ?3, ?4)",
+    [ST_AUDIT_IMPORT] = "INSERT INTO audit_log (id, at, actor, action, target, detail)"
+                        " VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    [ST_ROW_COUNT] = "SELECT (SELECT count(*) FROM users) + (SELECT count(*) FROM api_keys)",
 };
+
+const char *
+store_sql_text(enum store_stmt_id id)
+{
+	return id >= 0 && id < ST_COUNT ? store_sql[id] : NULL;
+}
+
+const char *
+store_migration_description(int version)
+{
+	return version >= 1 && version <= STORE_NMIGRATIONS
+	           ? store_migrations[version - 1].description
+	           : "";
+}
 
 struct store {
 	sqlite3 *db;
+	struct store_pg *pg; /* not NULL: a PostgreSQL connection, and db is NULL */
 	int busy_ms;
 	char err[STORE_ERR_MAX];
 	sqlite3_stmt *stmt[ST_COUNT];
@@ -289,6 +268,10 @@ store_stmt(struct store *st, enum store_stmt_id id, const char *what)
 
 	if (st->stmt[id] != NULL)
 		return st->stmt[id];
+	if (store_sql[id] == NULL) {
+		store_failx(st, "%s: not a statement of the SQLite store", what);
+		return NULL;
+	}
 	rc = sqlite3_prepare_v3(st->db, store_sql[id], -1, SQLITE_PREPARE_PERSISTENT, &st->stmt[id],
 	                        NULL);
 	if (rc != SQLITE_OK) {
@@ -308,20 +291,7 @@ store_done(sqlite3_stmt *s)
 	sqlite3_clear_bindings(s);
 }
 
-/*
- * A value bound to a statement parameter: text (bound SQLITE_STATIC, so it must outlive
- * the statement's use, which store_done ends), a 64-bit integer, or an owner id (0 is
- * bound as NULL, no owner, so that the foreign key accepts it). A list of values is an
- * array ending with STORE_END; its values are bound as ?1, ?2, ...
- */
-enum store_val_type { STORE_VAL_END, STORE_VAL_TEXT, STORE_VAL_INT, STORE_VAL_OWNER };
-
-struct store_val {
-	enum store_val_type type;
-	const char *text;
-	int64_t num;
-};
-
+/* Text values are bound SQLITE_STATIC: store_done ends their use. */
 #define STORE_END                                                                                  \
 	{                                                                                          \
 		STORE_VAL_END, NULL, 0                                                             \
@@ -403,10 +373,11 @@ store_step_write(struct store *st, sqlite3_stmt *s, const char *what, int *chang
 /* Copies a text column into a fixed field; a value that does not fit is an error, since a
  * truncated hash or email would silently name something else. */
 static int
-store_col_text(struct store *st, sqlite3_stmt *s, int col, char *dst, size_t size, const char *what)
+store_col_text(struct store *st, const struct store_row *row, int col, char *dst, size_t size,
+               const char *what)
 {
-	const unsigned char *v = sqlite3_column_text(s, col);
-	size_t n = (size_t)sqlite3_column_bytes(s, col);
+	size_t n = 0;
+	const char *v = row->get_text(row, col, &n);
 
 	if (v == NULL) {
 		dst[0] = '\0';
@@ -414,10 +385,45 @@ store_col_text(struct store *st, sqlite3_stmt *s, int col, char *dst, size_t siz
 	}
 	if (n >= size)
 		return store_failx(st, "%s: stored %s is too long (%zu bytes, at most %zu)", what,
-		                   sqlite3_column_name(s, col), n, size - 1);
+		                   row->get_name(row, col), n, size - 1);
 	memcpy(dst, v, n);
 	dst[n] = '\0';
 	return 0;
+}
+
+static int64_t
+store_col_int(const struct store_row *row, int col)
+{
+	return row->get_int(row, col);
+}
+
+/* struct store_row over an SQLite statement positioned on a row. */
+static int64_t
+store_sqlite_int(const struct store_row *r, int col)
+{
+	return sqlite3_column_int64((sqlite3_stmt *)(uintptr_t)r->impl, col);
+}
+
+static const char *
+store_sqlite_text(const struct store_row *r, int col, size_t *len)
+{
+	sqlite3_stmt *s = (sqlite3_stmt *)(uintptr_t)r->impl;
+	const unsigned char *v = sqlite3_column_text(s, col);
+
+	*len = (size_t)sqlite3_column_bytes(s, col);
+	return (const char *)v;
+}
+
+static const char *
+store_sqlite_name(const struct store_row *r, int col)
+{
+	return sqlite3_column_name((sqlite3_stmt *)(uintptr_t)r->impl, col);
+}
+
+static struct store_row
+store_sqlite_row(sqlite3_stmt *s)
+{
+	return (struct store_row){s, 0, store_sqlite_int, store_sqlite_text, store_sqlite_name};
 }
 
 /*
@@ -451,15 +457,18 @@ store_now(void)
  * Walks the rows of a bound statement, handing each to emit (which decodes it and calls
  * the caller's function): emit returns 0 to go on, 1 to stop, -1 on a decoding error.
  */
-typedef int (*store_emit_fn)(struct store *st, sqlite3_stmt *s, void *ctx, const char *what);
+typedef int (*store_emit_fn)(struct store *st, const struct store_row *row, void *ctx,
+                             const char *what);
 
 static int
 store_walk(struct store *st, sqlite3_stmt *s, const char *what, store_emit_fn emit, void *ctx)
 {
 	int rc, ret = 0;
 
+	const struct store_row row = store_sqlite_row(s);
+
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		int e = emit(st, s, ctx, what);
+		int e = emit(st, &row, ctx, what);
 
 		if (e != 0) {
 			ret = e < 0 ? -1 : 0;
@@ -479,11 +488,12 @@ store_walk(struct store *st, sqlite3_stmt *s, const char *what, store_emit_fn em
 static int
 store_get_one(struct store *st, sqlite3_stmt *s, const char *what, store_emit_fn emit, void *out)
 {
+	const struct store_row row = store_sqlite_row(s);
 	int rc = sqlite3_step(s);
 	int ret;
 
 	if (rc == SQLITE_ROW) {
-		ret = emit(st, s, out, what) < 0 ? -1 : 0;
+		ret = emit(st, &row, out, what) < 0 ? -1 : 0;
 	} else if (rc == SQLITE_DONE) {
 		store_failx(st, "%s: not found", what);
 		ret = STORE_NOTFOUND;
@@ -491,6 +501,62 @@ store_get_one(struct store *st, sqlite3_stmt *s, const char *what, store_emit_fn
 		ret = store_fail(st, what, rc);
 	}
 	store_done(s);
+	return ret;
+}
+
+/*
+ * A PostgreSQL statement: its rows go to emit through this adapter, which counts them
+ * and remembers a decoding failure (the message is already in st->err).
+ */
+struct store_pg_walk {
+	struct store *st;
+	const char *what;
+	store_emit_fn emit;
+	void *ctx;
+	int rows;
+	int failed;
+};
+
+static int
+store_pg_emit(const struct store_row *row, void *arg)
+{
+	struct store_pg_walk *w = arg;
+	int e = w->emit(w->st, row, w->ctx, w->what);
+
+	w->rows++;
+	if (e < 0)
+		w->failed = 1;
+	return e;
+}
+
+/* store_pg_run with the message prefixed by what, as the SQLite messages are. */
+static int
+store_pg_call(struct store *st, enum store_stmt_id id, const char *what,
+              const struct store_val *vals, store_row_fn fn, void *ctx, int *changes)
+{
+	char msg[STORE_ERR_MAX];
+	int ret = store_pg_run(st->pg, id, vals, fn, ctx, changes, msg, sizeof(msg));
+
+	if (ret == STORE_EXISTS)
+		store_failx(st, "%s: already exists", what);
+	else if (ret < 0)
+		store_failx(st, "%s: %s", what, msg);
+	return ret;
+}
+
+/* Runs statement id on the PostgreSQL connection: 0 (*rows set when not NULL),
+ * STORE_EXISTS, -1. */
+static int
+store_pg_walk(struct store *st, enum store_stmt_id id, const char *what,
+              const struct store_val *vals, store_emit_fn emit, void *ctx, int *rows)
+{
+	struct store_pg_walk w = {st, what, emit, ctx, 0, 0};
+	int ret = store_pg_call(st, id, what, vals, store_pg_emit, &w, NULL);
+
+	if (ret < 0 || w.failed)
+		return -1;
+	if (rows != NULL)
+		*rows = w.rows;
 	return ret;
 }
 
@@ -505,8 +571,11 @@ static int
 store_write(struct store *st, enum store_stmt_id id, const char *what, const struct store_val *vals,
             int *changes)
 {
-	sqlite3_stmt *s = store_prepare(st, id, what, vals);
+	sqlite3_stmt *s;
 
+	if (st->pg != NULL)
+		return store_pg_call(st, id, what, vals, NULL, NULL, changes);
+	s = store_prepare(st, id, what, vals);
 	return s == NULL ? -1 : store_step_write(st, s, what, changes);
 }
 
@@ -540,8 +609,19 @@ static int
 store_read(struct store *st, enum store_stmt_id id, const char *what, const struct store_val *vals,
            store_emit_fn emit, void *out)
 {
-	sqlite3_stmt *s = store_prepare(st, id, what, vals);
+	sqlite3_stmt *s;
 
+	if (st->pg != NULL) {
+		int rows = 0;
+
+		if (store_pg_walk(st, id, what, vals, emit, out, &rows) != 0)
+			return -1;
+		if (rows > 0)
+			return 0;
+		store_failx(st, "%s: not found", what);
+		return STORE_NOTFOUND;
+	}
+	s = store_prepare(st, id, what, vals);
 	return s == NULL ? -1 : store_get_one(st, s, what, emit, out);
 }
 
@@ -550,17 +630,18 @@ static int
 store_list(struct store *st, enum store_stmt_id id, const char *what, const struct store_val *vals,
            store_emit_fn emit, void *ctx)
 {
-	sqlite3_stmt *s = store_prepare(st, id, what, vals);
+	sqlite3_stmt *s;
 
+	if (st->pg != NULL)
+		return store_pg_walk(st, id, what, vals, emit, ctx, NULL) == 0 ? 0 : -1;
+	s = store_prepare(st, id, what, vals);
 	return s == NULL ? -1 : store_walk(st, s, what, emit, ctx);
 }
 
 /* --- opening and migrations ------------------------------------------------------------ */
 
-/*
- * "sqlite:PATH" -> PATH. 0, or -1 with err filled (postgresql is named so that an
- * operator who configured it knows it is the backend, not the URL, that is missing).
- */
+/* "sqlite:PATH" -> PATH. 0, or -1 with err filled. (postgresql:// URLs go to store_pg.c
+ * before this.) */
 static int
 store_parse_url(const char *url, const char **path, char *err, size_t errlen)
 {
@@ -568,12 +649,10 @@ store_parse_url(const char *url, const char **path, char *err, size_t errlen)
 		snprintf(err, errlen, "no database URL");
 		return -1;
 	}
-	if (strncmp(url, "postgresql://", 13) == 0 || strncmp(url, "postgres://", 11) == 0) {
-		snprintf(err, errlen, "postgresql is not supported yet");
-		return -1;
-	}
 	if (strncmp(url, "sqlite:", 7) != 0) {
-		snprintf(err, errlen, "unsupported database URL \"%s\" (expected sqlite:PATH)",
+		snprintf(err, errlen,
+		         "unsupported database URL \"%s\" (expected sqlite:PATH or "
+		         "postgresql://...)",
 		         url);
 		return -1;
 	}
@@ -783,6 +862,16 @@ store_open_at_version(const char *url, int version, char *err, size_t errlen)
 
 	if (errlen > 0)
 		err[0] = '\0';
+	if (store_pg_is_url(url)) {
+		struct store_pg *pg = store_pg_open(url, version, err, errlen);
+
+		if (pg == NULL)
+			return NULL;
+		st = xcalloc(1, sizeof(*st));
+		st->pg = pg;
+		st->busy_ms = STORE_BUSY_MS;
+		return st;
+	}
 	st = store_connect(url, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, err, errlen);
 	if (st == NULL)
 		return NULL;
@@ -793,6 +882,65 @@ store_open_at_version(const char *url, int version, char *err, size_t errlen)
 	}
 	st->err[0] = '\0';
 	return st;
+}
+
+/* Copies src[0..n) into buf at *off, truncating at len - 1. */
+static void
+store_put(char *buf, size_t len, size_t *off, const char *src, size_t n)
+{
+	if (*off + n >= len)
+		n = len - 1 - *off;
+	memcpy(buf + *off, src, n);
+	*off += n;
+	buf[*off] = '\0';
+}
+
+const char *
+store_url_redact(const char *url, char *buf, size_t len)
+{
+	size_t off = 0, auth_end, at = 0;
+	const char *p, *colon;
+
+	if (len == 0)
+		return buf;
+	buf[0] = '\0';
+	if (url == NULL)
+		return buf;
+	if (!store_pg_is_url(url)) {
+		store_put(buf, len, &off, url, strlen(url));
+		return buf;
+	}
+	p = strstr(url, "://") + 3;
+	auth_end = (size_t)(p - url) + strcspn(p, "/?");
+	for (size_t i = (size_t)(p - url); i < auth_end; i++)
+		if (url[i] == '@')
+			at = i;
+	colon = at != 0 ? memchr(p, ':', at - (size_t)(p - url)) : NULL;
+	if (colon != NULL) {
+		store_put(buf, len, &off, url, (size_t)(colon - url) + 1);
+		store_put(buf, len, &off, "***", 3);
+		p = url + at;
+	} else {
+		p = url;
+	}
+	/* then ?password=...&: the value up to the next & */
+	for (const char *q; (q = strstr(p, "password=")) != NULL; p = q + strcspn(q, "&")) {
+		q += 9;
+		store_put(buf, len, &off, p, (size_t)(q - p));
+		store_put(buf, len, &off, "***", 3);
+	}
+	store_put(buf, len, &off, p, strlen(p));
+	return buf;
+}
+
+int
+store_url_check(const char *url, char *err, size_t errlen)
+{
+	const char *path;
+
+	if (store_pg_is_url(url))
+		return store_pg_check_url(url, err, errlen);
+	return store_parse_url(url, &path, err, errlen);
 }
 
 struct store *
@@ -806,6 +954,7 @@ store_close(struct store *st)
 {
 	if (st == NULL)
 		return;
+	store_pg_close(st->pg);
 	for (int i = 0; i < ST_COUNT; i++)
 		sqlite3_finalize(st->stmt[i]);
 	/* Every statement is finalized, so close cannot be refused with SQLITE_BUSY. */
@@ -817,7 +966,10 @@ void
 store_set_busy_timeout(struct store *st, int ms)
 {
 	st->busy_ms = ms;
-	sqlite3_busy_timeout(st->db, ms);
+	if (st->pg != NULL)
+		store_pg_set_lock_timeout(st->pg, ms);
+	else
+		sqlite3_busy_timeout(st->db, ms);
 }
 
 int
@@ -831,6 +983,10 @@ store_schema_version(struct store *st)
 {
 	int v;
 
+	if (st->pg != NULL)
+		return store_pg_versions(st->pg, &v, NULL, 0, st->err, sizeof(st->err)) < 0
+		           ? -1
+		           : v;
 	return store_read_version(st, &v) < 0 ? -1 : v;
 }
 
@@ -895,11 +1051,24 @@ store_migrate_status(const char *url, char *out, size_t outlen)
 	if (outlen == 0)
 		return -1;
 	out[0] = '\0';
-	if (store_parse_url(url, &path, out, outlen) < 0)
+	if (store_pg_is_url(url)) {
+		/* Connect only: a status query applies nothing. */
+		struct store_pg *pg = store_pg_open(url, -1, out, outlen);
+
+		if (pg == NULL)
+			return -1;
+		if (store_pg_versions(pg, &cur, applied, STORE_NMIGRATIONS, err, sizeof(err)) < 0) {
+			snprintf(out, outlen, "%s", err);
+			store_pg_close(pg);
+			return -1;
+		}
+		store_pg_close(pg);
+		store_out(out, outlen, &off, "database: %s\n",
+		          store_url_redact(url, err, sizeof(err)));
+	} else if (store_parse_url(url, &path, out, outlen) < 0) {
 		return -1;
-	/* A status query must not create the database it reports on. */
-	st = store_connect(url, SQLITE_OPEN_READWRITE, err, sizeof(err));
-	if (st == NULL) {
+	} else if ((st = store_connect(url, SQLITE_OPEN_READWRITE, err, sizeof(err))) == NULL) {
+		/* (SQLITE_OPEN_CREATE left out: a status query must not create the database.) */
 		struct stat sb;
 
 		if (strncmp(path, "file:", 5) == 0 || stat(path, &sb) == 0 || errno != ENOENT) {
@@ -941,9 +1110,12 @@ store_migrate_status(const char *url, char *out, size_t outlen)
 int
 store_fresh(const char *url, char *err, size_t errlen)
 {
-	struct store *st = store_open_at_version(url, 0, err, errlen);
+	struct store *st;
 	int rc;
 
+	if (store_pg_is_url(url))
+		return store_pg_fresh(url, err, errlen);
+	st = store_open_at_version(url, 0, err, errlen);
 	if (st == NULL)
 		return -1;
 	/*
@@ -977,6 +1149,8 @@ store_fresh(const char *url, char *err, size_t errlen)
 int
 store_test_cap_size(struct store *st)
 {
+	if (st->pg != NULL)
+		return store_failx(st, "capping the size is a test of the SQLite store only");
 	/* max_page_count cannot go below the current size, so 1 means "no growth". */
 	return store_exec(st, "PRAGMA max_page_count = 1", "capping the database size");
 }
@@ -1001,7 +1175,7 @@ int
 store_rollback(struct store *st)
 {
 	/* A failed statement (a full disk, say) may already have rolled everything back. */
-	if (sqlite3_get_autocommit(st->db))
+	if (st->pg != NULL ? !store_pg_in_transaction(st->pg) : sqlite3_get_autocommit(st->db))
 		return 0;
 	return store_write_ok(st, ST_ROLLBACK, "store_rollback", store_none);
 }
@@ -1022,18 +1196,18 @@ store_lower(char *dst, const char *src, size_t size)
 }
 
 static int
-store_emit_user_row(struct store *st, sqlite3_stmt *s, void *ctx, const char *what)
+store_emit_user_row(struct store *st, const struct store_row *row, void *ctx, const char *what)
 {
 	struct store_user *u = ctx;
 
 	memset(u, 0, sizeof(*u));
-	u->id = sqlite3_column_int64(s, 0);
-	if (store_col_text(st, s, 1, u->email, sizeof(u->email), what) < 0 ||
-	    store_col_text(st, s, 2, u->pwhash, sizeof(u->pwhash), what) < 0 ||
-	    store_col_text(st, s, 3, u->tier, sizeof(u->tier), what) < 0 ||
-	    store_col_text(st, s, 4, u->role, sizeof(u->role), what) < 0)
+	u->id = store_col_int(row, 0);
+	if (store_col_text(st, row, 1, u->email, sizeof(u->email), what) < 0 ||
+	    store_col_text(st, row, 2, u->pwhash, sizeof(u->pwhash), what) < 0 ||
+	    store_col_text(st, row, 3, u->tier, sizeof(u->tier), what) < 0 ||
+	    store_col_text(st, row, 4, u->role, sizeof(u->role), what) < 0)
 		return -1;
-	u->created_at = sqlite3_column_int64(s, 5);
+	u->created_at = store_col_int(row, 5);
 	return 0;
 }
 
@@ -1054,13 +1228,15 @@ store_user_create(struct store *st, const char *email, const char *pwhash, const
 	store_lower(lower, email, sizeof(lower));
 	const struct store_val vals[] = {store_text(lower), store_text(pwhash), store_text(tier),
 	                                 store_text(role),  store_int(now),     STORE_END};
-	/* last_insert_rowid is per connection, so no other thread's insert can interleave. */
+	/* The new id is per connection (last_insert_rowid, RETURNING id), so no other
+	 * thread's insert can interleave. */
 	ret = store_write(st, ST_USER_INSERT, what, vals, NULL);
 	if (ret == STORE_EXISTS)
 		store_failx(st, "%s: email %s is taken", what, lower);
 	if (ret == 0 && out != NULL) {
 		memset(out, 0, sizeof(*out));
-		out->id = sqlite3_last_insert_rowid(st->db);
+		out->id =
+		    st->pg != NULL ? store_pg_last_id(st->pg) : sqlite3_last_insert_rowid(st->db);
 		util_strlcpy(out->email, lower, sizeof(out->email));
 		util_strlcpy(out->pwhash, pwhash, sizeof(out->pwhash));
 		util_strlcpy(out->tier, tier, sizeof(out->tier));
@@ -1122,12 +1298,12 @@ struct store_user_walk {
 };
 
 static int
-store_emit_user(struct store *st, sqlite3_stmt *s, void *ctx, const char *what)
+store_emit_user(struct store *st, const struct store_row *row, void *ctx, const char *what)
 {
 	struct store_user_walk *w = ctx;
 	struct store_user u;
 
-	if (store_emit_user_row(st, s, &u, what) < 0)
+	if (store_emit_user_row(st, row, &u, what) < 0)
 		return -1;
 	return w->fn(&u, w->arg) != 0;
 }
@@ -1143,20 +1319,20 @@ store_user_list(struct store *st, store_user_fn fn, void *arg)
 /* --- API keys -------------------------------------------------------------------------- */
 
 static int
-store_emit_key_row(struct store *st, sqlite3_stmt *s, void *ctx, const char *what)
+store_emit_key_row(struct store *st, const struct store_row *row, void *ctx, const char *what)
 {
 	struct store_key *k = ctx;
 
 	memset(k, 0, sizeof(*k));
-	if (store_col_text(st, s, 0, k->hash, sizeof(k->hash), what) < 0 ||
-	    store_col_text(st, s, 1, k->prefix, sizeof(k->prefix), what) < 0 ||
-	    store_col_text(st, s, 2, k->tier, sizeof(k->tier), what) < 0)
+	if (store_col_text(st, row, 0, k->hash, sizeof(k->hash), what) < 0 ||
+	    store_col_text(st, row, 1, k->prefix, sizeof(k->prefix), what) < 0 ||
+	    store_col_text(st, row, 2, k->tier, sizeof(k->tier), what) < 0)
 		return -1;
-	k->user_id = sqlite3_column_int64(s, 3);
-	k->created_at = sqlite3_column_int64(s, 4);
-	k->last_used = sqlite3_column_int64(s, 5);
-	k->expires_at = sqlite3_column_int64(s, 6);
-	k->revoked = sqlite3_column_int(s, 7) != 0;
+	k->user_id = store_col_int(row, 3);
+	k->created_at = store_col_int(row, 4);
+	k->last_used = store_col_int(row, 5);
+	k->expires_at = store_col_int(row, 6);
+	k->revoked = (int)store_col_int(row, 7) != 0;
 	return 0;
 }
 
@@ -1166,12 +1342,12 @@ struct store_key_walk {
 };
 
 static int
-store_emit_key(struct store *st, sqlite3_stmt *s, void *ctx, const char *what)
+store_emit_key(struct store *st, const struct store_row *row, void *ctx, const char *what)
 {
 	struct store_key_walk *w = ctx;
 	struct store_key k;
 
-	if (store_emit_key_row(st, s, &k, what) < 0)
+	if (store_emit_key_row(st, row, &k, what) < 0)
 		return -1;
 	return w->fn(&k, w->arg) != 0;
 }
@@ -1310,18 +1486,18 @@ store_refresh_create(struct store *st, const char *jti, const char *family, int6
 }
 
 static int
-store_emit_refresh_row(struct store *st, sqlite3_stmt *s, void *ctx, const char *what)
+store_emit_refresh_row(struct store *st, const struct store_row *row, void *ctx, const char *what)
 {
 	struct store_refresh *r = ctx;
 
 	memset(r, 0, sizeof(*r));
-	if (store_col_text(st, s, 0, r->jti, sizeof(r->jti), what) < 0 ||
-	    store_col_text(st, s, 1, r->family, sizeof(r->family), what) < 0)
+	if (store_col_text(st, row, 0, r->jti, sizeof(r->jti), what) < 0 ||
+	    store_col_text(st, row, 1, r->family, sizeof(r->family), what) < 0)
 		return -1;
-	r->user_id = sqlite3_column_int64(s, 2);
-	r->expires_at = sqlite3_column_int64(s, 3);
-	r->used = sqlite3_column_int(s, 4) != 0;
-	r->revoked = sqlite3_column_int(s, 5) != 0;
+	r->user_id = store_col_int(row, 2);
+	r->expires_at = store_col_int(row, 3);
+	r->used = (int)store_col_int(row, 4) != 0;
+	r->revoked = (int)store_col_int(row, 5) != 0;
 	return 0;
 }
 
@@ -1394,15 +1570,15 @@ struct store_revocation_walk {
 };
 
 static int
-store_emit_revocation(struct store *st, sqlite3_stmt *s, void *ctx, const char *what)
+store_emit_revocation(struct store *st, const struct store_row *row, void *ctx, const char *what)
 {
 	struct store_revocation_walk *w = ctx;
 	struct store_revocation r;
 
 	memset(&r, 0, sizeof(r));
-	if (store_col_text(st, s, 0, r.jti, sizeof(r.jti), what) < 0)
+	if (store_col_text(st, row, 0, r.jti, sizeof(r.jti), what) < 0)
 		return -1;
-	r.expires_at = sqlite3_column_int64(s, 1);
+	r.expires_at = store_col_int(row, 1);
 	return w->fn(&r, w->arg) != 0;
 }
 
@@ -1519,17 +1695,17 @@ struct store_block_walk {
 };
 
 static int
-store_emit_block(struct store *st, sqlite3_stmt *s, void *ctx, const char *what)
+store_emit_block(struct store *st, const struct store_row *row, void *ctx, const char *what)
 {
 	struct store_block_walk *w = ctx;
 	struct store_block b;
 
 	memset(&b, 0, sizeof(b));
-	if (store_col_text(st, s, 0, b.kind, sizeof(b.kind), what) < 0 ||
-	    store_col_text(st, s, 1, b.value, sizeof(b.value), what) < 0)
+	if (store_col_text(st, row, 0, b.kind, sizeof(b.kind), what) < 0 ||
+	    store_col_text(st, row, 1, b.value, sizeof(b.value), what) < 0)
 		return -1;
-	b.until = sqlite3_column_int64(s, 2);
-	b.created_at = sqlite3_column_int64(s, 3);
+	b.until = store_col_int(row, 2);
+	b.created_at = store_col_int(row, 3);
 	return w->fn(&b, w->arg) != 0;
 }
 
@@ -1562,17 +1738,17 @@ struct store_ban_walk {
 };
 
 static int
-store_emit_ban(struct store *st, sqlite3_stmt *s, void *ctx, const char *what)
+store_emit_ban(struct store *st, const struct store_row *row, void *ctx, const char *what)
 {
 	struct store_ban_walk *w = ctx;
 	struct store_ban b;
 
 	memset(&b, 0, sizeof(b));
-	if (store_col_text(st, s, 0, b.kind, sizeof(b.kind), what) < 0 ||
-	    store_col_text(st, s, 1, b.value, sizeof(b.value), what) < 0)
+	if (store_col_text(st, row, 0, b.kind, sizeof(b.kind), what) < 0 ||
+	    store_col_text(st, row, 1, b.value, sizeof(b.value), what) < 0)
 		return -1;
-	b.until = sqlite3_column_int64(s, 2);
-	b.level = sqlite3_column_int(s, 3);
+	b.until = store_col_int(row, 2);
+	b.level = (int)store_col_int(row, 3);
 	return w->fn(&b, w->arg) != 0;
 }
 
@@ -1611,19 +1787,19 @@ struct store_audit_walk {
 };
 
 static int
-store_emit_audit(struct store *st, sqlite3_stmt *s, void *ctx, const char *what)
+store_emit_audit(struct store *st, const struct store_row *row, void *ctx, const char *what)
 {
 	struct store_audit_walk *w = ctx;
 	/* About 2.5 kB: fine on a pool thread's stack, and one row at a time. */
 	struct store_audit_entry e;
 
 	memset(&e, 0, sizeof(e));
-	e.id = sqlite3_column_int64(s, 0);
-	e.at = sqlite3_column_int64(s, 1);
-	if (store_col_text(st, s, 2, e.actor, sizeof(e.actor), what) < 0 ||
-	    store_col_text(st, s, 3, e.action, sizeof(e.action), what) < 0 ||
-	    store_col_text(st, s, 4, e.target, sizeof(e.target), what) < 0 ||
-	    store_col_text(st, s, 5, e.detail, sizeof(e.detail), what) < 0)
+	e.id = store_col_int(row, 0);
+	e.at = store_col_int(row, 1);
+	if (store_col_text(st, row, 2, e.actor, sizeof(e.actor), what) < 0 ||
+	    store_col_text(st, row, 3, e.action, sizeof(e.action), what) < 0 ||
+	    store_col_text(st, row, 4, e.target, sizeof(e.target), what) < 0 ||
+	    store_col_text(st, row, 5, e.detail, sizeof(e.detail), what) < 0)
 		return -1;
 	return w->fn(&e, w->arg) != 0;
 }
@@ -1645,11 +1821,11 @@ struct store_setting_buf {
 };
 
 static int
-store_emit_setting(struct store *st, sqlite3_stmt *s, void *ctx, const char *what)
+store_emit_setting(struct store *st, const struct store_row *row, void *ctx, const char *what)
 {
 	struct store_setting_buf *b = ctx;
 
-	return store_col_text(st, s, 0, b->buf, b->len, what);
+	return store_col_text(st, row, 0, b->buf, b->len, what);
 }
 
 int
@@ -1698,4 +1874,63 @@ store_setting_set_once(struct store *st, const char *name, const char *value, ch
 	if (ret == STORE_NOTFOUND)
 		return store_failx(st, "store_setting_set_once: %s vanished", name);
 	return ret;
+}
+
+/* --- copying a store (store_copy.c) ---------------------------------------------------- */
+
+int
+store_user_import(struct store *st, const struct store_user *u)
+{
+	const struct store_val vals[] = {store_int(u->id),       store_text(u->email),
+	                                 store_text(u->pwhash),  store_text(u->tier),
+	                                 store_text(u->role),    store_int(u->created_at),
+	                                 STORE_END};
+
+	return store_write(st, ST_USER_IMPORT, "store_user_import", vals, NULL);
+}
+
+int
+store_block_import(struct store *st, const struct store_block *b)
+{
+	const struct store_val vals[] = {store_text(b->kind), store_text(b->value),
+	                                 store_int(b->until), store_int(b->created_at), STORE_END};
+
+	return store_write(st, ST_BLOCK_IMPORT, "store_block_import", vals, NULL);
+}
+
+int
+store_audit_import(struct store *st, const struct store_audit_entry *e)
+{
+	const struct store_val vals[] = {store_int(e->id),        store_int(e->at),
+	                                 store_text(e->actor),    store_text(e->action),
+	                                 store_text(e->target),   store_text(e->detail),
+	                                 STORE_END};
+
+	return store_write(st, ST_AUDIT_IMPORT, "store_audit_import", vals, NULL);
+}
+
+static int
+store_emit_count(struct store *st, const struct store_row *row, void *ctx, const char *what)
+{
+	*(int64_t *)ctx = store_col_int(row, 0);
+	return 0;
+}
+
+int64_t
+store_row_count(struct store *st)
+{
+	int64_t n = 0;
+
+	if (store_read(st, ST_ROW_COUNT, "store_row_count", store_none, store_emit_count, &n) != 0)
+		return -1;
+	return n;
+}
+
+int
+store_import_finish(struct store *st)
+{
+	/* SQLite's ids follow max(id) by themselves; PostgreSQL's sequences do not. */
+	if (st->pg == NULL)
+		return 0;
+	return store_write_ok(st, ST_IMPORT_FINISH, "store_import_finish", store_none);
 }

@@ -9,14 +9,17 @@
  * access-token revocations, admin blocks, progressive bans, the admin audit log and a few
  * settings (the generated JWT secret).
  *
- * Backends: "sqlite:PATH" today; "postgresql://..." is recognised and refused until its
- * implementation exists. Callers see only this interface (an opaque struct store, plain
- * structs, Unix-second times), so a second backend changes store.c, never its callers.
+ * Backends: "sqlite:PATH" (store.c) and "postgresql://..." (store_pg.c, libpq). Callers
+ * see only this interface (an opaque struct store, plain structs, Unix-second times) and
+ * get the same results and return codes from both.
  *
  * Threads: one struct store is one connection, used by one thread at a time (the daemon
  * opens one per pool thread). Separate connections, in one process or several, may be
  * used concurrently: SQLite runs in WAL mode, readers never wait for the writer, writers
- * wait up to the busy timeout (5000 ms) for each other and then fail with -1.
+ * wait up to the busy timeout (5000 ms) for each other and then fail with -1; PostgreSQL
+ * waits for row locks up to the same time (lock_timeout). A PostgreSQL connection that
+ * broke (server restarted or down) fails its call with -1 at once and is reconnected by
+ * the next call.
  *
  * Durability: every write function is its own transaction (autocommit) unless the caller
  * opened one with store_begin(); it returns only after the commit reached the disk
@@ -125,10 +128,19 @@ typedef int (*store_audit_fn)(const struct store_audit_entry *e, void *arg);
  * WAL, synchronous=FULL, busy_timeout 5000 ms, foreign keys, then applies the pending
  * migrations, each in its own BEGIN IMMEDIATE transaction (so processes starting
  * together migrate once). Refuses a database whose schema is newer than this program.
+ * url may also be a libpq URI, "postgresql://[user[:password]@]host[:port]/db[?param=..]"
+ * (or postgres://): the same migrations in PostgreSQL DDL, each in a transaction holding
+ * an advisory lock, so that instances starting together migrate once.
  * Returns a connection that the caller frees with store_close(), or NULL with a message
- * in err ("postgresql is not supported yet" for postgresql:// URLs).
+ * in err (an unreachable server: "cannot connect to PostgreSQL: ...", within 3 s).
  */
 struct store *store_open(const char *url, char *err, size_t errlen);
+/* Checks a database URL's syntax without opening anything (for gatewayd -t). 0, or -1
+ * with a message in err. */
+int store_url_check(const char *url, char *err, size_t errlen);
+/* url for logs and messages: a postgresql:// URL's password (user:PASSWORD@ or
+ * ?password=) replaced by "***". Writes into buf (truncated to len) and returns it. */
+const char *store_url_redact(const char *url, char *buf, size_t len);
 /* Finalizes the cached statements and closes the connection. NULL is allowed. */
 void store_close(struct store *st);
 /* The last failure's message on this connection ("" when none yet). Owned by st, valid
@@ -288,6 +300,23 @@ int store_setting_set(struct store *st, const char *name, const char *value);
  */
 int store_setting_set_once(struct store *st, const char *name, const char *value, char *buf,
                            size_t len);
+
+/* --- copying a store ------------------------------------------------------------------ */
+
+struct store_copy_counts {
+	int users, keys, blocks, bans, revocations, audit, settings;
+};
+
+/*
+ * For `gatewayd --migrate-db FROM TO`: copies users (ids, password hashes and times kept),
+ * API keys, the blocks and bans in force, the live access-token revocations, the audit
+ * log and the generated JWT secret from the store at from_url into the one at to_url
+ * (migrated to the latest schema first), in one transaction on the target. Refresh
+ * tokens are not copied: users log in again. The target must hold no users and no keys.
+ * 0 with *counts filled (when not NULL), or -1 with a message in err (nothing written).
+ */
+int store_copy(const char *from_url, const char *to_url, struct store_copy_counts *counts,
+               char *err, size_t errlen);
 
 /* --- test hooks (not for the daemon) -------------------------------------------------- */
 

@@ -1,0 +1,280 @@
+"""End-to-end tests of the PostgreSQL store (`database postgresql://...`).
+
+A real PostgreSQL (Debian's server binaries, see pgserver.py) runs on a free loopback
+port for the whole class, one fresh database per test; the tests skip when the binaries
+are not installed. Covered:
+
+- users, keys and tiers are shared: registered, logged in and keyed through one gatewayd,
+  used through a second one on the same database;
+- three instances starting at once apply each migration exactly once (schema_version
+  rows and the "applied migration" log lines);
+- PostgreSQL stopped: store-backed endpoints answer 503 with SPEC section 4's error JSON
+  while proxying with already-known keys goes on; after the restart they recover;
+- gatewayd --migrate-db copies an SQLite store (users, keys, blocks, audit log) into
+  PostgreSQL, and the copied user logs in through a gatewayd on PostgreSQL;
+- an unreachable server at start-up is a clear error and exit status 1; --migrate-status
+  and --fresh-db work on PostgreSQL.
+"""
+
+import itertools
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+
+import gwtest
+import pgserver
+from test_identity import IdentityCase, bearer, unique_email, PASSWORD
+
+CONFIG = '''
+    database {db}
+    backend b1 127.0.0.1:{{b1}}
+    tier free 100/60s
+    ip_limit_exempt 127.0.0.0/8
+    route /auth auth=none
+    route /key auth=apikey
+    route / auth=any
+'''
+
+_db_counter = itertools.count(1)
+
+
+class PostgresCase(IdentityCase):
+    timeout = 120
+    server = None
+    server_dir = None
+
+    @classmethod
+    def setUpClass(cls):
+        why = pgserver.available()
+        if why:
+            raise __import__('unittest').SkipTest(why)
+        cls.server_dir = tempfile.mkdtemp(prefix='gwtest-pg-')
+        try:
+            cls.server = pgserver.PgServer(cls.server_dir)
+            cls.server.start()
+        except Exception:
+            shutil.rmtree(cls.server_dir, ignore_errors=True)
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls.server is not None:
+            cls.server.destroy()
+        if cls.server_dir:
+            shutil.rmtree(cls.server_dir, ignore_errors=True)
+
+    def setUp(self):
+        # a server stopped by a failed test must not fail the next ones
+        self.server.start()
+        self.dbname = 'gw_%d_%d' % (os.getpid(), next(_db_counter))
+        self.db = self.server.create_db(self.dbname)
+
+    def config(self, name):
+        """The config of gateway `name`, with its own control and publish sockets."""
+        return CONFIG.format(db=self.db) + '''
+            control ipc://{tmp}/%s.ctl
+            publish ipc://{tmp}/%s.pub
+        ''' % (name, name)
+
+    def start_named(self, name, wait=True):
+        gw = self.start_gateway(self.config(name), port=gwtest.free_port(), wait=wait)
+        if not self.backends:
+            raise AssertionError('start the backend first')
+        return gw
+
+    def sql(self, query):
+        return self.server.psql(query, db=self.dbname)
+
+    def post_to(self, gw, path, obj, headers=None):
+        h = [('Content-Type', 'application/json')] + list((headers or {}).items())
+        return gw.request('POST', path, h, json.dumps(obj).encode())
+
+    def user_with_key(self, gw, tag):
+        """Registers a user through gw and gives them a key: (email, access token, key)."""
+        email = unique_email(tag)
+        r = self.post_to(gw, '/auth/register', {'email': email, 'password': PASSWORD})
+        self.assertEqual(r.status, 201, r.body)
+        access = r.json()['access_token']
+        r = gw.request('POST', '/auth/api-keys', bearer(access))
+        self.assertEqual(r.status, 201, r.body)
+        return email, access, r.json()['api_key']
+
+    def run_gatewayd(self, *args, timeout=30):
+        self._gw_state()
+        return subprocess.run([gwtest.GATEWAYD] + list(args), stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=self.tmp,
+                              env=self.gateway_env(), timeout=timeout)
+
+
+class SharedStoreTest(PostgresCase):
+
+    def test_users_keys_and_tiers_are_shared_between_instances(self):
+        self.start_backends(1)
+        gw1 = self.start_named('gw1')
+        email, access, key = self.user_with_key(gw1, 'pg')
+        r = self.post_to(gw1, '/admin/upgrade_tier', {'api_key': key, 'tier': 'premium'},
+                         self.admin_headers())
+        self.assertEqual(r.status, 200, r.body)
+        # the rows are in PostgreSQL, not in a file next to the gateway
+        self.assertEqual(self.sql("SELECT email FROM users"), [[email.lower()]])
+        self.assertEqual(self.sql("SELECT tier FROM api_keys"), [['premium']])
+        self.assertFalse(os.path.exists(os.path.join(self.tmp, 'gatewayd.db')))
+
+        gw2 = self.start_named('gw2')
+        r = self.post_to(gw2, '/auth/login', {'email': email, 'password': PASSWORD})
+        self.assertEqual(r.status, 200, r.body)
+        r = gw2.get('/key/x', {'X-API-Key': key})
+        self.assertEqual(r.status, 200, r.body)
+        self.assertEqual(r.json()['headers'].get('x-user-tier'), 'premium', r.json())
+        # and the other way round: a key made on gw2 is stored for everyone
+        r = gw2.request('POST', '/auth/api-keys', bearer(access))
+        self.assertEqual(r.status, 201, r.body)
+        self.assertEqual(int(self.sql("SELECT count(*) FROM api_keys")[0][0]), 2)
+        # the same email cannot be registered twice through the other instance
+        r = self.post_to(gw2, '/auth/register', {'email': email.upper(), 'password': PASSWORD})
+        self.assertError(r, 409)
+
+    def test_concurrent_start_migrates_once(self):
+        self.start_backends(1)
+        gws = [self.start_named('gw%d' % i, wait=False) for i in range(3)]
+        for gw in gws:
+            gwtest.wait_port(gw.port, proc=gw.proc)
+        rows = self.sql('SELECT version FROM schema_version ORDER BY version')
+        self.assertEqual(rows, [['1'], ['2'], ['3']])
+        logs = ''.join(gw.proc.log() for gw in gws)
+        for v in (1, 2, 3):
+            self.assertEqual(logs.count('applied migration %d ' % v), 1,
+                             'migration %d applied %d times' % (
+                                 v, logs.count('applied migration %d ' % v)))
+        for gw in gws:
+            self.assertEqual(gw.get('/health').status, 200)
+
+    def test_migrate_status_and_fresh_db(self):
+        cp = self.run_gatewayd('-d', 'database=' + self.db, '--migrate-status')
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        out = cp.stdout.decode()
+        self.assertIn('current version: 0', out)
+        self.assertEqual(out.count('pending'), 3, out)
+        self.start_backends(1)
+        gw = self.start_named('gw1')
+        r = self.post_to(gw, '/auth/register', {'email': unique_email(), 'password': PASSWORD})
+        self.assertEqual(r.status, 201, r.body)
+        self.assertEqual(gw.stop(), 0)
+        cp = self.run_gatewayd('-d', 'database=' + self.db, '--migrate-status')
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        self.assertIn('current version: 3', cp.stdout.decode())
+        self.assertNotIn('pending', cp.stdout.decode())
+        cp = self.run_gatewayd('-d', 'database=' + self.db, '--fresh-db', '--yes')
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        self.assertEqual(self.sql('SELECT count(*) FROM users'), [['0']])
+        self.assertEqual(len(self.sql('SELECT version FROM schema_version')), 3)
+
+    def test_unreachable_server_at_start_up(self):
+        url = 'postgresql://gatewayd@127.0.0.1:%d/gatewayd' % pgserver.closed_port()
+        t0 = time.monotonic()
+        self.start_backends(1)
+        gw = self.start_gateway(CONFIG.format(db=url), wait=False)
+        self.assertEqual(gw.proc.wait(10), 1)
+        self.assertLess(time.monotonic() - t0, 8)
+        log = gw.proc.log()
+        self.assertIn('cannot connect to PostgreSQL', log)
+        self.assertIn('refused', log)
+        # a malformed URL is an error of the file, found by -t without connecting
+        rc, err, _ = self.check_config(CONFIG.format(db='postgresql://h/db?colour=blue'))
+        self.assertEqual(rc, 1, err)
+        self.assertIn('invalid PostgreSQL URL', err)
+        self.assertIn('colour', err)
+
+
+class RestartTest(PostgresCase):
+
+    def test_server_restart_503_then_recover(self):
+        self.start_backends(1)
+        gw = self.start_named('gw1')
+        email, access, key = self.user_with_key(gw, 'restart')
+        self.assertEqual(gw.get('/key/a', {'X-API-Key': key}).status, 200)
+
+        self.server.stop()
+        t0 = time.monotonic()
+        for path, body in (('/auth/login', {'email': email, 'password': PASSWORD}),
+                           ('/auth/register', {'email': unique_email(), 'password': PASSWORD})):
+            with self.subTest(path=path):
+                r = self.post_to(gw, path, body)
+                j = self.assertError(r, 503, 'service_unavailable')
+                self.assertTrue(j['message'], j)
+                self.assertIsNotNone(r.header('Retry-After'))
+        r = gw.request('POST', '/auth/api-keys', bearer(access))
+        self.assertError(r, 503, 'service_unavailable')
+        self.assertLess(time.monotonic() - t0, 10, 'store failures must be quick')
+        # proxying with a key the gateway already knows does not need the database
+        for _ in range(5):
+            r = gw.get('/key/b', {'X-API-Key': key})
+            self.assertEqual(r.status, 200, r.body)
+        self.assertEqual(gw.get('/health').status, 200)
+
+        self.server.start()
+        # every pool connection is stale now: each must reconnect, none may stay broken
+        for i in range(12):
+            r = self.post_to(gw, '/auth/login', {'email': email, 'password': PASSWORD})
+            self.assertEqual(r.status, 200, 'login %d after the restart: %d %r' % (
+                i, r.status, r.body[:200]))
+        r = self.post_to(gw, '/auth/register', {'email': unique_email(), 'password': PASSWORD})
+        self.assertEqual(r.status, 201, r.body)
+        self.assertIn('reconnected to PostgreSQL', gw.proc.log())
+
+        # a restart between two requests: every pooled connection is stale, and the
+        # first statement on each is retried on a new connection instead of failing
+        self.server.stop()
+        self.server.start()
+        for i in range(8):
+            r = self.post_to(gw, '/auth/login', {'email': email, 'password': PASSWORD})
+            self.assertEqual(r.status, 200, 'login %d after a quiet restart: %d %r' % (
+                i, r.status, r.body[:200]))
+
+
+class MigrateDbTest(PostgresCase):
+
+    def test_migrate_db_from_sqlite(self):
+        self.start_backends(1)
+        lite = os.path.join(self.tmp, 'old.db')
+        gw = self.start_gateway(CONFIG.format(db='sqlite:' + lite))
+        user = self.register()
+        key = self.create_key(user['access_token'])['api_key']
+        other = self.register()
+        other_key = self.create_key(other['access_token'])['api_key']
+        self.assertEqual(self.admin('/admin/block_key', {'api_key': other_key}).status, 200)
+        self.assertEqual(self.admin('/admin/block_ip', {'ip': '203.0.113.0/24'}).status, 200)
+        self.upgrade('premium', user_id=user['user_id'])
+        audit = self.get('/admin/logs', self.admin_headers()).json()
+        self.assertEqual(gw.stop(), 0)
+
+        cp = self.run_gatewayd('--migrate-db', lite, self.db)
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        out = cp.stdout.decode()
+        self.assertIn('copied 2 users, 2 API keys, 2 blocks', out)
+        self.assertEqual(self.sql('SELECT count(*) FROM users'), [['2']])
+        self.assertEqual(self.sql("SELECT kind FROM blocks ORDER BY kind"), [['ip'], ['key']])
+        n_audit = int(self.sql('SELECT count(*) FROM audit_log')[0][0])
+        self.assertGreaterEqual(n_audit, 3)
+        # a second copy into a non-empty database is refused, and changes nothing
+        cp = self.run_gatewayd('--migrate-db', 'sqlite:' + lite, self.db)
+        self.assertEqual(cp.returncode, 1)
+        self.assertIn('already holds', cp.stderr.decode())
+        self.assertEqual(self.sql('SELECT count(*) FROM users'), [['2']])
+
+        gw = self.start_named('pg')
+        r = self.post_to(gw, '/auth/login', {'email': user['email'], 'password': PASSWORD})
+        self.assertEqual(r.status, 200, r.body)
+        self.assertEqual(gw.get('/key/x', {'X-API-Key': key}).json()['headers'].get(
+            'x-user-tier'), 'premium')
+        self.assertError(gw.get('/key/x', {'X-API-Key': other_key}), 403, 'blocked')
+        r = gw.get('/admin/logs', self.admin_headers())
+        self.assertEqual(r.status, 200, r.body)
+        self.assertEqual(r.json()['entries'], audit['entries'])
+        # new rows get new ids after the copied ones
+        new = self.post_to(gw, '/auth/register', {'email': unique_email(), 'password': PASSWORD})
+        self.assertEqual(new.status, 201, new.body)
+        self.assertGreater(int(new.json()['user_id']), int(other['user_id']))
