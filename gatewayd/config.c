@@ -1238,6 +1238,12 @@ static const struct config_directive config_directives[] = {
 
 #define CONFIG_NDIRECTIVES ((int)(sizeof(config_directives) / sizeof(config_directives[0])))
 
+const char *
+config_directive_name(int i)
+{
+	return i >= 0 && i < CONFIG_NDIRECTIVES ? config_directives[i].name : NULL;
+}
+
 static const struct config_directive *
 config_find_directive(const char *name)
 {

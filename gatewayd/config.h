@@ -221,6 +221,8 @@ void config_free(struct config *c);
 const struct config_route *config_route_match(const struct config *c, const char *path,
 					      size_t len);
 const char *config_auth_name(enum config_auth a);
+/* The name of the i-th directive the parser knows (0..), NULL past the last one. */
+const char *config_directive_name(int i);
 /* The tier's index (its rank: higher is better), or -1 when there is no such tier. */
 int config_tier_find(const struct config *c, const char *name);
 
