@@ -148,22 +148,26 @@ static size_t
 accesslog_json_str(char *buf, size_t off, size_t cap, const char *s, size_t n)
 {
 	static const char hex[] = "0123456789abcdef";
+	size_t run = 0; /* start of the bytes that need no escape, appended in one go */
 
 	off = util_append(buf, off, cap, "\"", 1);
 	for (size_t i = 0; i < n; i++) {
 		unsigned char ch = (unsigned char)s[i];
 
+		if (ch != '"' && ch != '\\' && ch >= 0x20 && ch < 0x7f)
+			continue;
+		off = util_append(buf, off, cap, s + run, i - run);
+		run = i + 1;
 		if (ch == '"' || ch == '\\') {
 			char e[2] = {'\\', (char)ch};
 			off = util_append(buf, off, cap, e, 2);
-		} else if (ch < 0x20 || ch >= 0x7f) {
+		} else {
 			/* bytes outside printable ASCII: \u00XX keeps the line valid JSON */
 			char e[6] = {'\\', 'u', '0', '0', hex[ch >> 4], hex[ch & 15]};
 			off = util_append(buf, off, cap, e, 6);
-		} else {
-			off = util_append(buf, off, cap, (const char *)&s[i], 1);
 		}
 	}
+	off = util_append(buf, off, cap, s + run, n - run);
 	return util_append(buf, off, cap, "\"", 1);
 }
 
@@ -223,6 +227,10 @@ accesslog_field_u64(char *buf, size_t off, size_t cap, const char *name, uint64_
 	return util_append_u64(buf, off, cap, v);
 }
 
+/* The date and time of the last line formatted on this thread, to the second. */
+static __thread time_t accesslog_ts_sec;
+static __thread char accesslog_ts[80];
+
 size_t
 accesslog_format(const struct accesslog_rec *r, int64_t wall_offset_us, char *buf, size_t cap)
 {
@@ -230,13 +238,25 @@ accesslog_format(const struct accesslog_rec *r, int64_t wall_offset_us, char *bu
 	int64_t wall = (int64_t)r->mono_us + wall_offset_us;
 	time_t sec = (time_t)(wall / 1000000);
 	struct tm tm;
-	char ts[64], ip[64], path[sizeof(r->path) * 2];
+	char ts[96], ip[64], path[sizeof(r->path) * 2];
 	size_t off = 0, plen;
 
-	gmtime_r(&sec, &tm);
-	snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-	         tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-	         (int)((wall / 1000) % 1000));
+	/* the date and time change once a second: formatted then, the milliseconds each line */
+	if (sec != accesslog_ts_sec || accesslog_ts[0] == '\0') {
+		gmtime_r(&sec, &tm);
+		snprintf(accesslog_ts, sizeof(accesslog_ts), "%04d-%02d-%02dT%02d:%02d:%02d.",
+		         tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+		         tm.tm_sec);
+		accesslog_ts_sec = sec;
+	}
+	{
+		int ms = (int)((wall / 1000) % 1000);
+		size_t tl = util_append_str(ts, 0, sizeof(ts), accesslog_ts);
+		char msz[5] = {(char)('0' + ms / 100), (char)('0' + ms / 10 % 10),
+		               (char)('0' + ms % 10), 'Z', '\0'};
+
+		util_append_str(ts, tl, sizeof(ts), msz);
+	}
 	cidr_format_addr(r->client_ip, ip, sizeof(ip));
 	plen = accesslog_redacted_path(r->path, path, sizeof(path));
 	if (plen >= sizeof(path))

@@ -62,6 +62,7 @@ static struct {
 	uint32_t *used; /* slots filled this second */
 	uint32_t nused;
 	uint64_t logs_this_second, seen_this_second;
+	uint64_t sample_every; /* one request in this many goes out as `log` (>= 1) */
 	struct publish_snap prev;
 } pub;
 
@@ -195,8 +196,8 @@ publish_count(const struct accesslog_rec *r)
 int
 publish_log_wanted(void)
 {
-	return pub.logs_this_second < PUBLISH_LOG_PER_SECOND ||
-	       pub.seen_this_second % PUBLISH_LOG_SAMPLE == 0;
+	return pub.logs_this_second < PUBLISH_LOG_PER_SECOND &&
+	       (pub.sample_every <= 1 || pub.seen_this_second % pub.sample_every == 0);
 }
 
 void
@@ -276,6 +277,7 @@ publish_reset_second(void)
 	for (uint32_t i = 0; i < pub.nused; i++)
 		memset(&pub.tab[pub.used[i]], 0, sizeof(pub.tab[0]));
 	pub.nused = 0;
+	pub.sample_every = pub.seen_this_second / PUBLISH_LOG_PER_SECOND + 1;
 	pub.logs_this_second = pub.seen_this_second = 0;
 }
 

@@ -20,8 +20,9 @@
 
 struct config;
 
-#define PUBLISH_LOG_PER_SECOND 200 /* log messages sent in full each second, then sampled */
-#define PUBLISH_LOG_SAMPLE 50      /* beyond that, one request in this many */
+/* log messages a second: every request up to this rate, then one in N, N from the last
+ * second's rate, so that the stream stays near this rate and spread over the second */
+#define PUBLISH_LOG_PER_SECOND 200
 #define PUBLISH_TOP_KEYS 20
 
 /* Opens the PUB socket on cfg->publish. 0, or -1 with a message in err. */
