@@ -301,9 +301,12 @@ class FloodMemoryTest(gwtest.GatewayTestCase):
         reqs = []
         for _ in range(n):
             key = '%032x' % rng.getrandbits(128)
+            # a fresh address for every key request (172.16.0.0/12, 1M of them): a
+            # repeated one inside a second would be refused by ip_limit, not by the key
+            self._n = getattr(self, '_n', 0) + 1
+            kip = '172.%d.%d.%d' % (16 + (self._n >> 16 & 15), self._n >> 8 & 255, self._n & 255)
             reqs.append(build_request('GET', '/keys/x', [
-                ('X-API-Key', key), ('X-Forwarded-For', '172.16.%d.%d' % (
-                    rng.randrange(256), rng.randrange(256)))], host='x'))
+                ('X-API-Key', key), ('X-Forwarded-For', kip)], host='x'))
             ip = '10.%d.%d.%d' % (rng.randrange(256), rng.randrange(256), rng.randrange(256))
             if rng.random() < 0.5:
                 ip = '2001:db8:%x:%x::%x' % (rng.getrandbits(16), rng.getrandbits(16),

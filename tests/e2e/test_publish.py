@@ -169,7 +169,10 @@ class EventTest(PublishCase):
 
 class SocketTest(PublishCase):
     def test_ipc_socket_is_private(self):
-        mode = stat.S_IMODE(os.stat(os.path.join(self.tmp, 'gatewayd.pub')).st_mode)
+        path = os.path.join(self.tmp, 'gatewayd.pub')
+        # the PUB socket opens just after the HTTP listeners
+        gwtest.wait_until(lambda: os.path.exists(path), 5, message='the PUB socket file')
+        mode = stat.S_IMODE(os.stat(path).st_mode)
         self.assertEqual(mode, 0o600)
 
     def test_subscribers_come_and_go(self):
