@@ -596,10 +596,16 @@ class BuiltinEndpointsTest(ProxyTestCase):
         for i in range(10):
             self.assertEqual(self.get('/count/%d' % i).status, 200)
         self.assertEqual(self.get('/status/500').status, 500)
+
+        def backend_requests(stats):
+            return sum(b['requests'] for b in stats['backends'])
+        # a worker counts a response right after its last byte went out: the client can
+        # ask /stats (on another worker) a moment before that
+        gwtest.wait_until(lambda: backend_requests(self.get('/stats').json()) -
+                          backend_requests(before) >= 11, 2, message='11 backend requests')
         after = self.get('/stats').json()
         self.assertGreaterEqual(after['total_requests'] - before['total_requests'], 12)
-        reqs = sum(b['requests'] for b in after['backends']) - \
-            sum(b['requests'] for b in before['backends'])
+        reqs = backend_requests(after) - backend_requests(before)
         self.assertEqual(reqs, 11)
         fails = sum(b['failures'] for b in after['backends']) - \
             sum(b['failures'] for b in before['backends'])
