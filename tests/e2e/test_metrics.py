@@ -168,10 +168,19 @@ class MetricsTest(gwtest.GatewayTestCase):
         self.assertEqual(m.get('gatewayd_queue_depth'), 0)
         # process metrics agree with /proc
         pid = self.gw.pid
+        # the control, log and pool threads (and their sockets and files) start just after
+        # the HTTP listeners: scrape again until the process has all of them
+        agree = []
+
+        def threads_agree():
+            got = self.scrape().get('gatewayd_threads')
+            agree[:] = [got, len(os.listdir('/proc/%d/task' % pid))]
+            return agree[0] == agree[1]
+        gwtest.wait_until(lambda: threads_agree() or False, 3,
+                          message='gatewayd_threads = /proc task count %r' % (agree,))
+        m = self.scrape()
         fds = len(os.listdir('/proc/%d/fd' % pid))
         self.assertLessEqual(abs(m.get('process_open_fds') - fds), 3, (m.get('process_open_fds'), fds))
-        threads = len(os.listdir('/proc/%d/task' % pid))
-        self.assertEqual(m.get('gatewayd_threads'), threads)
         rss = gwtest.rss_kb(pid) * 1024
         self.assertLess(abs(m.get('process_resident_memory_bytes') - rss), 16 << 20)
         self.assertGreater(m.get('process_resident_memory_bytes'), 1 << 20)
