@@ -144,6 +144,14 @@ accesslog_save_target(struct exchange *x)
 
 /* --- formatting --- */
 
+/* 1 for the bytes a JSON string must escape: '"', '\\', controls and non-ASCII */
+static const uint8_t accesslog_esc[256] = {
+    [0 ... 0x1f] = 1,
+    ['"'] = 1,
+    ['\\'] = 1,
+    [0x7f ... 0xff] = 1,
+};
+
 static size_t
 accesslog_json_str(char *buf, size_t off, size_t cap, const char *s, size_t n)
 {
@@ -154,7 +162,7 @@ accesslog_json_str(char *buf, size_t off, size_t cap, const char *s, size_t n)
 	for (size_t i = 0; i < n; i++) {
 		unsigned char ch = (unsigned char)s[i];
 
-		if (ch != '"' && ch != '\\' && ch >= 0x20 && ch < 0x7f)
+		if (!accesslog_esc[ch])
 			continue;
 		off = util_append(buf, off, cap, s + run, i - run);
 		run = i + 1;
@@ -214,22 +222,30 @@ accesslog_redacted_path(const char *p, char *out, size_t cap)
 }
 
 static size_t
-accesslog_field_str(char *buf, size_t off, size_t cap, const char *name, const char *v)
+accesslog_field_str(char *buf, size_t off, size_t cap, const char *name, size_t name_len,
+                    const char *v)
 {
-	off = util_append_str(buf, off, cap, name);
+	off = util_append(buf, off, cap, name, name_len);
 	return accesslog_json_str(buf, off, cap, v, strlen(v));
 }
 
 static size_t
-accesslog_field_u64(char *buf, size_t off, size_t cap, const char *name, uint64_t v)
+accesslog_field_u64(char *buf, size_t off, size_t cap, const char *name, size_t name_len,
+                    uint64_t v)
 {
-	off = util_append_str(buf, off, cap, name);
+	off = util_append(buf, off, cap, name, name_len);
 	return util_append_u64(buf, off, cap, v);
 }
+
+/* Field names are literals: their length is known at compile time. */
+#define ALOG_STR(name, v) (off = accesslog_field_str(buf, off, cap, name, sizeof(name) - 1, v))
+#define ALOG_U64(name, v) (off = accesslog_field_u64(buf, off, cap, name, sizeof(name) - 1, v))
+#define ALOG_LIT(lit) (off = util_append(buf, off, cap, lit, sizeof(lit) - 1))
 
 /* The date and time of the last line formatted on this thread, to the second. */
 static __thread time_t accesslog_ts_sec;
 static __thread char accesslog_ts[80];
+static __thread size_t accesslog_ts_len;
 
 size_t
 accesslog_format(const struct accesslog_rec *r, int64_t wall_offset_us, char *buf, size_t cap)
@@ -238,53 +254,53 @@ accesslog_format(const struct accesslog_rec *r, int64_t wall_offset_us, char *bu
 	int64_t wall = (int64_t)r->mono_us + wall_offset_us;
 	time_t sec = (time_t)(wall / 1000000);
 	struct tm tm;
-	char ts[96], ip[64], path[sizeof(r->path) * 2];
+	char ip[64], path[sizeof(r->path) * 2];
 	size_t off = 0, plen;
 
 	/* the date and time change once a second: formatted then, the milliseconds each line */
 	if (sec != accesslog_ts_sec || accesslog_ts[0] == '\0') {
 		gmtime_r(&sec, &tm);
-		snprintf(accesslog_ts, sizeof(accesslog_ts), "%04d-%02d-%02dT%02d:%02d:%02d.",
-		         tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-		         tm.tm_sec);
+		accesslog_ts_len = (size_t)snprintf(
+		    accesslog_ts, sizeof(accesslog_ts), "%04d-%02d-%02dT%02d:%02d:%02d.",
+		    tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
 		accesslog_ts_sec = sec;
-	}
-	{
-		int ms = (int)((wall / 1000) % 1000);
-		size_t tl = util_append_str(ts, 0, sizeof(ts), accesslog_ts);
-		char msz[5] = {(char)('0' + ms / 100), (char)('0' + ms / 10 % 10),
-		               (char)('0' + ms % 10), 'Z', '\0'};
-
-		util_append_str(ts, tl, sizeof(ts), msz);
 	}
 	cidr_format_addr(r->client_ip, ip, sizeof(ip));
 	plen = accesslog_redacted_path(r->path, path, sizeof(path));
 	if (plen >= sizeof(path))
 		plen = strlen(path);
-	off = accesslog_field_str(buf, off, cap, "{\"time\":", ts);
-	off = accesslog_field_str(buf, off, cap, ",\"request_id\":", r->request_id);
-	off = accesslog_field_str(buf, off, cap, ",\"client_ip\":", ip);
+	{
+		int ms = (int)((wall / 1000) % 1000);
+		char msz[5] = {(char)('0' + ms / 100), (char)('0' + ms / 10 % 10),
+		               (char)('0' + ms % 10), 'Z', '"'};
+
+		ALOG_LIT("{\"time\":\"");
+		off = util_append(buf, off, cap, accesslog_ts, accesslog_ts_len);
+		off = util_append(buf, off, cap, msz, sizeof(msz));
+	}
+	ALOG_STR(",\"request_id\":", r->request_id);
+	ALOG_STR(",\"client_ip\":", ip);
 	/* a key is shown by its public prefix, as /stats and gatectl show it */
 	if (r->key_prefix[0] != '\0') {
-		off = util_append_str(buf, off, cap, ",\"identity\":\"k:");
+		ALOG_LIT(",\"identity\":\"k:");
 		off = util_append(buf, off, cap, r->key_prefix, strlen(r->key_prefix));
 		off = util_append(buf, off, cap, "\"", 1);
 	} else {
-		off = accesslog_field_str(buf, off, cap, ",\"identity\":", r->identity);
+		ALOG_STR(",\"identity\":", r->identity);
 	}
-	off = accesslog_field_str(buf, off, cap, ",\"method\":", r->method);
-	off = util_append_str(buf, off, cap, ",\"path\":");
+	ALOG_STR(",\"method\":", r->method);
+	ALOG_LIT(",\"path\":");
 	off = accesslog_json_str(buf, off, cap, path, plen);
-	off = accesslog_field_u64(buf, off, cap, ",\"status\":", r->status);
-	off = accesslog_field_u64(buf, off, cap, ",\"bytes\":", r->bytes);
-	off = accesslog_field_str(buf, off, cap, ",\"backend\":", r->backend);
-	off = accesslog_field_str(buf, off, cap, ",\"datacenter\":", r->dc);
-	off = accesslog_field_str(buf, off, cap, ",\"country\":", r->country);
-	off = accesslog_field_str(buf, off, cap, ",\"cache\":", r->cache);
-	off = accesslog_field_u64(buf, off, cap, ",\"latency_us\":", r->latency_us);
-	off = accesslog_field_str(buf, off, cap, ",\"ratelimit\":", rl[r->rl % 3]);
+	ALOG_U64(",\"status\":", r->status);
+	ALOG_U64(",\"bytes\":", r->bytes);
+	ALOG_STR(",\"backend\":", r->backend);
+	ALOG_STR(",\"datacenter\":", r->dc);
+	ALOG_STR(",\"country\":", r->country);
+	ALOG_STR(",\"cache\":", r->cache);
+	ALOG_U64(",\"latency_us\":", r->latency_us);
+	ALOG_STR(",\"ratelimit\":", rl[r->rl % 3]);
 	if (r->error[0] != '\0')
-		off = accesslog_field_str(buf, off, cap, ",\"error\":", r->error);
+		ALOG_STR(",\"error\":", r->error);
 	off = util_append(buf, off, cap, "}", 1);
 	return off < cap ? off : 0;
 }

@@ -271,6 +271,18 @@ test_format_addr(void **state)
 
 	A("203.0.113.9", a);
 	assert_string_equal(cidr_format_addr(a, buf, sizeof buf), "203.0.113.9");
+	/* the hand-written IPv4 path: every digit count, as inet_ntop prints them */
+	for (unsigned v = 0; v < 256; v++) {
+		char want[INET_ADDRSTRLEN];
+
+		a[12] = (uint8_t)v;
+		a[13] = (uint8_t)(255 - v);
+		a[14] = (uint8_t)(v / 3);
+		a[15] = (uint8_t)(v * 7);
+		assert_non_null(inet_ntop(AF_INET, a + 12, want, sizeof want));
+		assert_string_equal(cidr_format_addr(a, buf, sizeof buf), want);
+		assert_string_equal(cidr_format_addr(a, buf, INET_ADDRSTRLEN), want);
+	}
 	A("2001:DB8::A", a);
 	assert_string_equal(cidr_format_addr(a, buf, sizeof buf), "2001:db8::a");
 }
