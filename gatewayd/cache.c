@@ -16,8 +16,10 @@
 #include "api_util.h"
 #include "cache.h"
 #include "cache_control.h"
+#include "cache_shared.h"
 #include "identify.h"
 #include "log.h"
+#include "redis.h"
 #include "util.h"
 #include "xmalloc.h"
 
@@ -94,6 +96,7 @@ struct cache_fill {
 	size_t vary_len;
 	uint64_t lifetime_ms, initial_age_ms;
 	uint32_t swr_s, sie_s;
+	int64_t sgen; /* the shared level's generation it was looked up under */
 	char backend[CONFIG_NAME_MAX];
 	char dc[CONFIG_NAME_MAX];
 };
@@ -131,6 +134,10 @@ static struct cache_wq cache_wqs[GW_MAX_WORKERS];
 static struct cache_ctr cache_ctrs[GW_MAX_WORKERS];
 
 static const char *const cache_result_name[] = {"HIT", "MISS", "STALE", "BYPASS"};
+
+static int cache_shared_ask(struct exchange *x, const struct cache_key *k);
+static void cache_shared_note_unsafe(struct exchange *x, const struct cache_key *k);
+static void cache_shared_store(struct exchange *x, const struct cache_entry *e);
 
 /* ---- store ---- */
 
@@ -364,7 +371,7 @@ void
 cache_store_reset(unsigned nshards, uint64_t max_memory)
 {
 	pthread_once(&cache_once, cache_init);
-	cache_purge(NULL);
+	cache_purge_local(NULL);
 	cache_nshards = nshards >= 1 && nshards <= CACHE_NSHARDS ? nshards : CACHE_NSHARDS;
 	atomic_store(&cache_max, max_memory);
 	atomic_store(&cache_evictions, 0);
@@ -956,6 +963,16 @@ cache_has_range(const struct exchange *x)
 	return http_header_find(&x->req, x->in.data, "range", &len) != NULL;
 }
 
+/* x goes upstream. A stale entry stays referenced: revalidated with its validators, or
+ * served when the backend fails and staleness is allowed. */
+static void
+cache_miss(struct exchange *x)
+{
+	if (x->cache_ent != NULL)
+		x->cache_reval = x->cache_ent->etag_len > 0 || x->cache_ent->lm_len > 0;
+	cache_bypass_count(x, "MISS");
+}
+
 int
 cache_request(struct exchange *x)
 {
@@ -976,9 +993,10 @@ cache_request(struct exchange *x)
 		x->cache_unsafe = m->method == HTTP_M_POST || m->method == HTTP_M_PUT ||
 		                  m->method == HTTP_M_DELETE || m->method == HTTP_M_PATCH;
 		/* the head may be overwritten by a streamed body: keep the URL's hash */
-		if (x->cache_unsafe && cache_key_build(x, &k) == 0)
+		if (x->cache_unsafe && cache_key_build(x, &k) == 0) {
 			x->cache_url_hash = k.url_hash;
-		else
+			cache_shared_note_unsafe(x, &k);
+		} else
 			x->cache_unsafe = 0;
 		return cache_bypass(x);
 	}
@@ -1025,11 +1043,9 @@ cache_request(struct exchange *x)
 	if (f == NULL && m->method == HTTP_M_GET && !cache_has_range(x))
 		x->cache_fill = cache_fill_new(s, hash, &k);
 	pthread_mutex_unlock(&s->lock);
-	/* a stale entry stays referenced: revalidated with its validators, or served when
-	 * the backend fails and staleness is allowed */
-	if (x->cache_ent != NULL)
-		x->cache_reval = x->cache_ent->etag_len > 0 || x->cache_ent->lm_len > 0;
-	cache_bypass_count(x, "MISS");
+	if (x->cache_fill != NULL && cache_shared_ask(x, &k))
+		return 1; /* parked: cache_shared_reply goes on */
+	cache_miss(x);
 	return 0;
 }
 
@@ -1277,13 +1293,32 @@ cache_fill_body(void *arg, const char *data, size_t n)
 	f->body_len += n;
 }
 
+/* x's fill ends with entry e (its reference goes to the table): linked, given to the
+ * waiters, and the fill freed. */
+static void
+cache_fill_publish(struct exchange *x, struct cache_entry *e)
+{
+	struct cache_fill *f = x->cache_fill;
+	struct cache_shard *s = &cache_shards[f->shard];
+	struct cache_entry *old;
+
+	x->cache_fill = NULL;
+	pthread_mutex_lock(&s->lock);
+	cache_fill_unlink(s, f);
+	old = cache_link(s, e);
+	cache_wake(f, e);
+	pthread_mutex_unlock(&s->lock);
+	cache_entry_unref(old);
+	cache_fill_free(f);
+	cache_enforce(s);
+}
+
 /* The fill is complete: the entry goes into the table and the waiters get it. */
 static void
 cache_fill_commit(struct exchange *x)
 {
 	struct cache_fill *f = x->cache_fill;
-	struct cache_shard *s = &cache_shards[f->shard];
-	struct cache_entry *e, *old;
+	struct cache_entry *e;
 	char clen[48];
 	size_t cl = util_append_str(clen, 0, sizeof(clen), "Content-Length: ");
 	size_t klen = f->shared ? f->shared_len : f->key_len;
@@ -1317,15 +1352,8 @@ cache_fill_commit(struct exchange *x)
 	e->sie_s = f->sie_s;
 	memcpy(e->backend, f->backend, sizeof(e->backend));
 	memcpy(e->dc, f->dc, sizeof(e->dc));
-	x->cache_fill = NULL;
-	pthread_mutex_lock(&s->lock);
-	cache_fill_unlink(s, f);
-	old = cache_link(s, e);
-	cache_wake(f, e);
-	pthread_mutex_unlock(&s->lock);
-	cache_entry_unref(old);
-	cache_fill_free(f);
-	cache_enforce(s);
+	cache_shared_store(x, e);
+	cache_fill_publish(x, e);
 }
 
 /* The name of the header line at p (up to the colon) as a C string; 0 when too long. */
@@ -1473,6 +1501,7 @@ cache_refresh(struct exchange *x)
 	if (f != NULL)
 		cache_fill_free(f);
 	cache_enforce(s);
+	cache_shared_store(x, e); /* x's reference keeps e alive */
 }
 
 /* Staleness of x's entry is allowed because the backend failed (RFC 9111 4.2.4, 5861). */
@@ -1540,6 +1569,219 @@ cache_serve_stale_on_error(struct exchange *x)
 	return 1;
 }
 
+/* ---- the shared level (cache shared=redis; cache_shared.h, redis.c) ---- */
+
+static int
+cache_shared_on(const struct exchange *x)
+{
+	return redis_on && x->rt->cfg->cache.shared[0] == 'r';
+}
+
+static uint64_t
+cache_wall_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* The Redis key names of k with and without the identity (one when they are the same). */
+static int
+cache_shared_names(const struct cache_key *k, int64_t gen, char names[2][CACHE_SHARED_KEY_MAX])
+{
+	uint8_t d[CACHE_SHARED_DIGEST];
+	int n = 0;
+
+	cache_shared_digest(k->buf, k->len, d);
+	cache_shared_key(names[n++], (uint64_t)gen, d);
+	if (k->shared_len != k->len) {
+		cache_shared_digest(k->buf, k->shared_len, d);
+		cache_shared_key(names[n++], (uint64_t)gen, d);
+	}
+	return n;
+}
+
+/*
+ * A miss about to fill asks the shared level first (even with a stale copy here: another
+ * instance may hold a fresh one): 1 when x is parked (its fill stays registered, so that
+ * this instance's other misses for the key wait for the answer too), 0 when it goes
+ * upstream at once.
+ */
+static int
+cache_shared_ask(struct exchange *x, const struct cache_key *k)
+{
+	char names[2][CACHE_SHARED_KEY_MAX];
+	const char *argv[2] = {names[0], names[1]};
+	int64_t gen;
+	int n;
+
+	if (!cache_shared_on(x) || (gen = redis_cache_gen()) < 0)
+		return 0;
+	n = cache_shared_names(k, gen, names);
+	if (redis_cache_get(x, argv, n) < 0) {
+		redis_cache_count(RC_ERROR);
+		return 0;
+	}
+	x->cache_fill->sgen = gen;
+	return 1;
+}
+
+/* An unsafe method on a URL: the digests of its shared keys, deleted if it succeeds. */
+static void
+cache_shared_note_unsafe(struct exchange *x, const struct cache_key *k)
+{
+	if (!cache_shared_on(x))
+		return;
+	cache_shared_digest(k->buf, k->len, x->cache_sdig[0]);
+	x->cache_nsdig = 1;
+	if (k->shared_len != k->len)
+		cache_shared_digest(k->buf, k->shared_len, x->cache_sdig[x->cache_nsdig++]);
+}
+
+/* Its success: the URL's entries for everybody and for this caller leave Redis (other
+ * callers' own entries of the URL expire there with their TTL). */
+static void
+cache_shared_forget(struct exchange *x)
+{
+	char names[2][CACHE_SHARED_KEY_MAX];
+	const char *argv[2] = {names[0], names[1]};
+	int64_t gen = redis_cache_gen();
+
+	if (gen < 0 || !cache_shared_on(x))
+		return;
+	for (int i = 0; i < x->cache_nsdig && i < 2; i++)
+		cache_shared_key(names[i], (uint64_t)gen, x->cache_sdig[i]);
+	redis_cache_del(x->w, argv, x->cache_nsdig);
+}
+
+/* Writes e (being stored or refreshed here) to Redis, with its remaining freshness as
+ * the TTL, unless it is stale already or larger than shared_max_entry. */
+static void
+cache_shared_store(struct exchange *x, const struct cache_entry *e)
+{
+	struct cache_wire w = {0};
+	uint64_t age = cache_age_ms(e, util_now_ms());
+	uint8_t d[CACHE_SHARED_DIGEST];
+	char name[CACHE_SHARED_KEY_MAX], *val;
+	size_t len;
+	int64_t gen;
+
+	if (!cache_shared_on(x) || age >= e->lifetime_ms || (gen = redis_cache_gen()) < 0)
+		return;
+	w.status = e->status;
+	w.must_revalidate = e->must_revalidate;
+	w.status_len = e->status_len;
+	w.swr_s = e->swr_s;
+	w.sie_s = e->sie_s;
+	w.lifetime_ms = e->lifetime_ms;
+	w.age_ms = age;
+	w.written_ms = cache_wall_ms();
+	w.backend = e->backend;
+	w.backend_len = (uint32_t)strlen(e->backend);
+	w.dc = e->dc;
+	w.dc_len = (uint32_t)strlen(e->dc);
+	w.head = e->head;
+	w.head_len = e->head_len;
+	w.vary = e->vary;
+	w.vary_len = e->vary_len;
+	w.body = e->body;
+	w.body_len = (uint32_t)e->body_len;
+	val = cache_wire_encode(&w, &len);
+	if (len > x->rt->cfg->cache.shared_max_entry) {
+		redis_cache_count(RC_TOO_LARGE);
+	} else {
+		cache_shared_digest(e->key, e->key_len, d);
+		cache_shared_key(name, (uint64_t)gen, d);
+		redis_cache_set(x->w, name, val, len, e->lifetime_ms - age);
+	}
+	free(val);
+}
+
+/* The entry of Redis value w for x's fill f under key length klen, or NULL when it does
+ * not serve x (another variant, stale by now, over the per-entry cap). */
+static struct cache_entry *
+cache_shared_entry(const struct exchange *x, const struct cache_fill *f, const struct cache_wire *w,
+                   size_t klen, uint64_t age)
+{
+	struct cache_entry *e;
+	char *body;
+
+	if (age >= w->lifetime_ms || w->backend_len >= CONFIG_NAME_MAX ||
+	    w->dc_len >= CONFIG_NAME_MAX ||
+	    cache_entry_charge(klen, w->head_len, w->body_len, w->vary_len) > cache_entry_cap())
+		return NULL;
+	body = xmalloc((size_t)w->body_len + 1);
+	memcpy(body, w->body, w->body_len);
+	e = cache_entry_new(f->key, klen, w->head, w->head_len, NULL, 0, w->vary, w->vary_len, body,
+	                    w->body_len);
+	if (!cache_usable(x, e)) {
+		cache_entry_unref(e);
+		return NULL;
+	}
+	e->url_off = f->url_off;
+	e->url_len = f->url_len;
+	e->url_hash = f->url_hash;
+	e->status = w->status;
+	e->status_len = w->status_len;
+	e->must_revalidate = w->must_revalidate;
+	e->swr_s = w->swr_s;
+	e->sie_s = w->sie_s;
+	memcpy(e->backend, w->backend, w->backend_len);
+	memcpy(e->dc, w->dc, w->dc_len);
+	cache_entry_validators(e);
+	e->stored_ms = util_now_ms();
+	e->initial_age_ms = age;
+	e->lifetime_ms = w->lifetime_ms;
+	return e;
+}
+
+/* A value found in Redis for x's fill: 1 when it became the entry x is served from. */
+static int
+cache_shared_adopt(struct exchange *x, const char *val, size_t len, int which)
+{
+	struct cache_fill *f = x->cache_fill;
+	struct cache_wire w;
+	struct cache_entry *e;
+	uint64_t age;
+
+	/* a purge since the question was asked: the answer is from before it */
+	if (f == NULL || redis_cache_gen() != f->sgen || cache_wire_decode(val, len, &w) < 0)
+		return 0;
+	age = cache_wire_age(&w, cache_wall_ms());
+	e = cache_shared_entry(x, f, &w, which == 0 ? f->key_len : f->shared_len, age);
+	if (e == NULL)
+		return 0;
+	atomic_fetch_add_explicit(&e->refs, 1, memory_order_relaxed); /* x's */
+	cache_entry_unref(x->cache_ent); /* the stale local copy it replaces */
+	x->cache_ent = e;
+	x->cache_age_s = (uint32_t)(age / 1000);
+	cache_fill_publish(x, e);
+	return 1;
+}
+
+void
+cache_shared_reply(struct exchange *x, const char *val, size_t len, int which, int failed)
+{
+	struct client *c = x->c;
+	int hit = val != NULL && cache_shared_adopt(x, val, len, which);
+
+	redis_cache_count(hit ? RC_HIT : failed ? RC_ERROR : RC_MISS);
+	if (c == NULL) {
+		client_exchange_release(x); /* the client left while it waited */
+		return;
+	}
+	if (hit) {
+		cache_serve(x, CACHE_R_HIT);
+	} else {
+		x->phase = X_HEAD;
+		cache_miss(x);
+		router_after_cache(x);
+	}
+	if (!c->closed && (c->x == NULL || c->x->phase == X_HEAD))
+		client_run(c);
+}
+
 /* Entries of one URL, every identity and variant (after an unsafe method). By the
  * 64-bit hash of host and request-target: a collision only costs a refetch. */
 static void
@@ -1570,8 +1812,11 @@ cache_response_done(struct exchange *x)
 {
 	int st = x->resp.status;
 
-	if (x->cache_unsafe && st >= 200 && st < 400)
+	if (x->cache_unsafe && st >= 200 && st < 400) {
 		cache_invalidate(x->cache_url_hash);
+		if (x->cache_nsdig > 0)
+			cache_shared_forget(x);
+	}
 	if (x->cache_fill == NULL)
 		return;
 	if (x->cache_fill->storing && x->resp_body_left == 0 &&
@@ -1656,7 +1901,7 @@ cache_exchange_end_slow(struct exchange *x)
 /* ---- purge, stats, admin ---- */
 
 size_t
-cache_purge(const char *prefix)
+cache_purge_local(const char *prefix)
 {
 	size_t plen = prefix != NULL ? strlen(prefix) : 0, n = 0;
 
@@ -1684,6 +1929,32 @@ cache_purge(const char *prefix)
 		}
 	}
 	return n;
+}
+
+/* The running configuration shares the cache through Redis. */
+static int
+cache_runtime_shared(void)
+{
+	struct runtime *rt;
+	int on;
+
+	if (!redis_on || atomic_load(&gw.rt) == NULL)
+		return 0;
+	rt = runtime_acquire();
+	on = rt != NULL && rt->cfg->cache.shared[0] == 'r';
+	if (rt != NULL)
+		runtime_unref(rt);
+	return on;
+}
+
+size_t
+cache_purge(const char *prefix)
+{
+	/* the level is closed to this instance first: nothing from before the purge comes
+	 * back into memory from Redis while it goes on */
+	if (cache_runtime_shared())
+		redis_cache_purge(prefix);
+	return cache_purge_local(prefix);
 }
 
 static int

@@ -23,6 +23,12 @@
  * response is kept as it passes (cache_fill_*), abandoned when it is not storable or
  * grows past the per-entry cap. Concurrent misses for the key wait for it (bounded
  * count), on their own worker's loop, woken through an eventfd.
+ *
+ * Shared level (`cache shared=redis`): a miss that would fill first asks Redis (one MGET
+ * of the key with and without the identity, the exchange parked in X_WAIT); a value
+ * found becomes the entry (with the age it has there) and answers as a HIT. Fills are
+ * written to Redis with the remaining freshness as TTL; purges go to every instance.
+ * Redis away, slow or failing: the request goes upstream as a MISS.
  */
 
 #include <cjson/cJSON.h>
@@ -93,6 +99,9 @@ void cache_counts(uint64_t out[CACHE_R_COUNT]);
 /* Removes every entry whose request-target starts with prefix (NULL or "": all);
  * returns how many. Entries being written to clients are freed when they are done. */
 size_t cache_purge(const char *prefix);
+/* Same in this instance's memory only (cache_purge also tells the others, with
+ * `cache shared=redis`; redis.c calls this one for their purges). */
+size_t cache_purge_local(const char *prefix);
 /* POST /admin/cache/purge {"prefix":"/api/"} -> 200 {"purged":N} (admin). */
 void api_cache_purge(struct exchange *x);
 

@@ -951,6 +951,17 @@ config_check_limits(struct config_parser *p, const struct config_directive *d)
 	return 0;
 }
 
+/* shared=redis or off; whether `redis` is there is known at the end (config_finish). */
+static int
+config_check_cache(struct config_parser *p, const struct config_directive *d)
+{
+	const char *s = p->c->cache.shared;
+
+	if (s[0] != '\0' && strcmp(s, "redis") != 0 && strcmp(s, "off") != 0)
+		return config_error(p, "cache: shared is redis or off, got \"%s\"", s);
+	return 0;
+}
+
 static int
 config_check_health(struct config_parser *p, const struct config_directive *d)
 {
@@ -1020,6 +1031,8 @@ static const struct config_opt config_queue_opts[] = {
 static const struct config_opt config_cache_opts[] = {
 	{"ttl", CONFIG_OPT_DURATION, CONFIG_AT(cache.ttl_ms), 0, CONFIG_DUR_MAX, 0, 0, 0},
 	{"max_memory", CONFIG_OPT_SIZE, CONFIG_AT(cache.max_memory), 64 * CONFIG_KB, 64 * CONFIG_GB, 0, 0, 0},
+	{"shared", CONFIG_OPT_NAME, CONFIG_AT(cache.shared), 0, CONFIG_SIZE(cache.shared), 0, 0, 0},
+	{"shared_max_entry", CONFIG_OPT_SIZE, CONFIG_AT(cache.shared_max_entry), CONFIG_KB, 64 * CONFIG_MB, 0, 0, 0},
 	{.key = NULL},
 };
 /* clang-format on */
@@ -1196,8 +1209,8 @@ static const struct config_directive config_directives[] = {
 	 .usage = "queue [max=N] [timeout=D]",
 	 .handler = config_dir_options, .opts = config_queue_opts},
 	{.name = "cache", .min_args = 1, .max_args = -1,
-	 .usage = "cache [ttl=D] [max_memory=SIZE]",
-	 .handler = config_dir_options, .opts = config_cache_opts},
+	 .usage = "cache [ttl=D] [max_memory=SIZE] [shared=redis|off] [shared_max_entry=SIZE]",
+	 .handler = config_dir_options, .opts = config_cache_opts, .check = config_check_cache},
 	{.name = "tier", .repeatable = 1, .min_args = 2, .max_args = 2,
 	 .usage = "tier NAME N/DURATION", .handler = config_dir_tier},
 	{.name = "ip_limit", .min_args = 1, .max_args = 1,
@@ -1470,6 +1483,9 @@ config_finish(struct config_parser *p)
 	}
 	if (config_check_tiers(p) < 0 || config_check_geo(p) < 0)
 		return -1;
+	if (strcmp(c->cache.shared, "redis") == 0 && c->redis[0] == '\0')
+		return config_error_at(p, p->seen[config_find_directive("cache") - config_directives],
+		                       "cache: shared=redis needs a 'redis' directive");
 	qsort(c->routes, (size_t)c->nroutes, sizeof *c->routes, config_route_cmp);
 	return 0;
 }
@@ -1505,6 +1521,7 @@ config_set_defaults(struct config *c)
 	c->geo_http.max = 16;
 	c->cache.ttl_ms = 30 * CONFIG_SECOND;
 	c->cache.max_memory = 64 * CONFIG_MB;
+	c->cache.shared_max_entry = CONFIG_MB;
 	c->ip_limit.count = 100;
 	c->ip_limit.period_ms = 60 * CONFIG_SECOND;
 	static const struct {

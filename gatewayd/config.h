@@ -147,6 +147,8 @@ struct config_queue {
 struct config_cache {
 	uint64_t ttl_ms;     /* [30s] lifetime of responses without freshness information */
 	uint64_t max_memory; /* [64mb] entries, keys, heads and bodies */
+	char shared[16];     /* [""] shared=redis: Redis as a second level (cache_shared.h) */
+	uint64_t shared_max_entry; /* [1mb] larger entries stay out of Redis */
 };
 
 struct config {

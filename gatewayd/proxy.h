@@ -70,6 +70,8 @@ struct exchange {
 	uint8_t cache_shard_ix;         /* the shard of the fill waited for */
 	uint64_t cache_url_hash;        /* the URL an unsafe method invalidates */
 	uint32_t cache_age_s;           /* Age of the entry served */
+	uint8_t cache_nsdig;            /* unsafe method, shared level: keys to delete on success */
+	uint8_t cache_sdig[2][16];      /* their digests (cache_shared.h) */
 	char geo_country[4];      /* ISO country of the client (geo.c), "" when unlocated */
 	struct geo_client geo;    /* geo.c: datacenter order for this client */
 	uint8_t target_saved;     /* saved_target holds the request line: the head is gone */

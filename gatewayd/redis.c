@@ -36,6 +36,8 @@
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
+#include "cache.h"
+#include "cache_shared.h"
 #include "identify.h"
 #include "identity.h"
 #include "jobs.h"
@@ -137,10 +139,12 @@ struct redis_wconn {
 	_Atomic uint64_t errors;
 };
 
-/* A change to PUBLISH (text), or a rescale of key text's shared state (t_old_us set). */
+/* A change to PUBLISH (text), a rescale of key text's shared state (t_old_us set), or a
+ * cache purge of prefix text (cache_purge set). */
 struct redis_msg {
 	struct redis_msg *next;
 	uint64_t t_old_us, t_new_us;
+	int cache_purge;
 	char text[REDIS_MSG_MAX];
 };
 
@@ -172,8 +176,16 @@ static __thread int redis_applying;
 static _Atomic uint64_t redis_ups, redis_downs, redis_published, redis_received, redis_dropped,
     redis_ev_errors;
 
+/* the shared cache level: key generation (-1 unknown), our purges not yet counted in
+ * Redis, and the events of gatewayd_cache_shared_total */
+static _Atomic int64_t redis_cgen = -1;
+static _Atomic int redis_cpending;
+static _Atomic uint64_t redis_cache_ctr[RC_COUNT], redis_cache_purges;
+
 static void redis_link_timer(evutil_socket_t fd, short what, void *arg);
 static void redis_limit_reply(redisAsyncContext *ac, void *r, void *priv);
+static void redis_cgen_read(void);
+static void redis_cgen_set(int64_t gen, int from_message);
 
 /* ---------------------------------------------------------------- URL */
 
@@ -457,6 +469,8 @@ redis_ready_reply(redisAsyncContext *ac, void *r, void *priv)
 		return;
 	}
 	redis_link_up(l);
+	if (l->kind == RK_PUBLISHER)
+		redis_cgen_read();
 	if (l->kind == RK_PUBLISHER && redis_efd != -1) {
 		uint64_t one = 1;
 
@@ -797,6 +811,124 @@ redis_peek(const char *name, const struct conf_rate *rate, struct ratelimit_resu
 	ratelimit_result_from(rate, d_ns <= tau_ns, d_ns, res);
 }
 
+/* ---------------------------------------------------------------- the shared cache level */
+
+void
+redis_cache_count(enum redis_cache_event ev)
+{
+	atomic_fetch_add_explicit(&redis_cache_ctr[ev], 1, memory_order_relaxed);
+}
+
+int64_t
+redis_cache_gen(void)
+{
+	return atomic_load_explicit(&redis_cgen, memory_order_acquire);
+}
+
+/* w's connection when commands may go out on it now, else NULL. */
+static struct redis_wconn *
+redis_cache_conn(struct worker *w)
+{
+	struct redis_wconn *rc = redis_wconn_of(w);
+
+	if (rc->link.ac == NULL || rc->link.state == RL_DOWN ||
+	    (rc->link.state == RL_CONNECTING && rc->link.down_logged))
+		return NULL;
+	return rc;
+}
+
+static void
+redis_cache_get_reply(redisAsyncContext *ac, void *r, void *priv)
+{
+	struct redis_link *l = ac->data;
+	struct exchange *x = priv;
+	const redisReply *rep = r;
+
+	x->w->now_ms = util_now_ms();
+	redis_link_replied(l, ac);
+	if (rep == NULL && l->ac == ac)
+		redis_link_down(l, "connection lost");
+	x->job_pending = 0;
+	if (rep != NULL && rep->type == REDIS_REPLY_ARRAY) {
+		for (size_t i = 0; i < rep->elements; i++)
+			if (rep->element[i]->type == REDIS_REPLY_STRING) {
+				cache_shared_reply(x, rep->element[i]->str,
+				                   (size_t)rep->element[i]->len, (int)i, 0);
+				return;
+			}
+		cache_shared_reply(x, NULL, 0, -1, 0);
+		return;
+	}
+	if (rep != NULL && rep->type == REDIS_REPLY_ERROR)
+		log_warnx("redis: %s: shared cache: %s", l->name, redis_reply_text(rep));
+	cache_shared_reply(x, NULL, 0, -1, 1);
+}
+
+int
+redis_cache_get(struct exchange *x, const char *const *keys, int n)
+{
+	struct redis_wconn *rc = redis_cache_conn(x->w);
+	const char *argv[3] = {"MGET", n > 0 ? keys[0] : "", n > 1 ? keys[1] : ""};
+
+	if (rc == NULL || n < 1 || n > 2 ||
+	    redisAsyncCommandArgv(rc->link.ac, redis_cache_get_reply, x, n + 1, argv, NULL) !=
+	        REDIS_OK)
+		return -1;
+	redis_link_sent(&rc->link);
+	x->phase = X_WAIT;
+	x->job_pending = 1; /* client_close orphans x instead of freeing it */
+	return 0;
+}
+
+/* the priv of a SET: its success is counted as "stored" */
+static char redis_cache_set_tag;
+
+/* Replies to SET (priv non-NULL) and DEL: counted, nobody waits for them. */
+static void
+redis_cache_write_reply(redisAsyncContext *ac, void *r, void *priv)
+{
+	const redisReply *rep = r;
+
+	redis_link_replied(ac->data, ac);
+	if (rep == NULL || rep->type == REDIS_REPLY_ERROR)
+		redis_cache_count(RC_ERROR);
+	else if (priv != NULL)
+		redis_cache_count(RC_STORED);
+}
+
+static void
+redis_cache_send(struct worker *w, int argc, const char **argv, const size_t *lens, void *priv)
+{
+	struct redis_wconn *rc = redis_cache_conn(w);
+
+	if (rc == NULL || redisAsyncCommandArgv(rc->link.ac, redis_cache_write_reply, priv, argc,
+	                                        argv, lens) != REDIS_OK) {
+		redis_cache_count(RC_ERROR);
+		return;
+	}
+	redis_link_sent(&rc->link);
+}
+
+void
+redis_cache_set(struct worker *w, const char *key, const char *val, size_t vlen, uint64_t px_ms)
+{
+	char px[24];
+	size_t pl = util_append_u64(px, 0, sizeof(px), px_ms);
+	const char *argv[5] = {"SET", key, val, "PX", px};
+	const size_t lens[5] = {3, strlen(key), vlen, 2, pl};
+
+	redis_cache_send(w, 5, argv, lens, &redis_cache_set_tag);
+}
+
+void
+redis_cache_del(struct worker *w, const char *const *keys, int n)
+{
+	const char *argv[3] = {"DEL", n > 0 ? keys[0] : "", n > 1 ? keys[1] : ""};
+
+	if (n >= 1 && n <= 2)
+		redis_cache_send(w, n + 1, argv, NULL, NULL);
+}
+
 /* ---------------------------------------------------------------- the change feed */
 
 /* Hands m to the events thread (taking it); any thread. */
@@ -848,6 +980,30 @@ redis_publish(const char *op, const char *const *fields, int n)
 		return;
 	}
 	redis_outbox_push(m);
+}
+
+static void
+redis_cpurge_queue(const char *prefix)
+{
+	struct redis_msg *m = xcalloc(1, sizeof(*m));
+
+	m->cache_purge = 1;
+	/* a prefix a message cannot carry is widened to everything */
+	if (prefix != NULL && strlen(prefix) < 256 && strpbrk(prefix, "\t\r\n") == NULL)
+		util_strlcpy(m->text, prefix, sizeof(m->text));
+	redis_outbox_push(m);
+}
+
+void
+redis_cache_purge(const char *prefix)
+{
+	if (redis_efd == -1)
+		return;
+	/* until Redis has counted it, this instance neither reads nor writes the level */
+	atomic_fetch_add(&redis_cpending, 1);
+	atomic_store(&redis_cgen, -1);
+	atomic_fetch_add(&redis_cache_purges, 1);
+	redis_cpurge_queue(prefix);
 }
 
 void
@@ -951,7 +1107,11 @@ redis_apply(char **f, int n)
 		identity_ban_clear(f[1]);
 	else if (strcmp(op, "forget") == 0 && n == 2)
 		redis_olc_forget(f[1]);
-	else if (strcmp(op, "key") == 0 && n == 7) {
+	else if (strcmp(op, "cpurge") == 0 && n == 3) {
+		/* the new generation first: a lookup still out under the old one is dropped */
+		redis_cgen_set(strtoll(f[1], NULL, 10), 1);
+		cache_purge_local(strcmp(f[2], "-") == 0 ? NULL : f[2]);
+	} else if (strcmp(op, "key") == 0 && n == 7) {
 		struct identity_key k;
 
 		memset(&k, 0, sizeof(k));
@@ -1088,6 +1248,97 @@ redis_publish_reply(redisAsyncContext *ac, void *r, void *priv)
 		atomic_fetch_add(&redis_ev_errors, 1);
 }
 
+/*
+ * Sets the generation read from Redis (GET, or a purge message) unless a purge of ours
+ * is still on its way: its INCR brings a newer one. A change from a generation we knew
+ * means purges were missed (the publisher was away): memory is purged as well.
+ */
+static void
+redis_cgen_set(int64_t gen, int from_message)
+{
+	int64_t old = atomic_load(&redis_cgen);
+
+	if (atomic_load(&redis_cpending) != 0 || (from_message && old >= gen))
+		return;
+	atomic_store(&redis_cgen, gen);
+	if (!from_message && old >= 0 && old != gen) {
+		log_info("redis: shared cache generation %" PRId64 " -> %" PRId64
+		         ": purges were missed, memory purged",
+		         old, gen);
+		cache_purge_local(NULL);
+	}
+}
+
+static void
+redis_cgen_reply(redisAsyncContext *ac, void *r, void *priv)
+{
+	const redisReply *rep = r;
+
+	redis_link_replied(ac->data, ac);
+	if (rep == NULL || (rep->type != REDIS_REPLY_NIL && rep->type != REDIS_REPLY_STRING)) {
+		atomic_fetch_add(&redis_ev_errors, 1);
+		return;
+	}
+	redis_cgen_set(rep->type == REDIS_REPLY_NIL ? 0 : strtoll(rep->str, NULL, 10), 0);
+}
+
+/* Reads the generation (the publisher is up); on the events thread. */
+static void
+redis_cgen_read(void)
+{
+	if (redis_pub.ac != NULL && redisAsyncCommand(redis_pub.ac, redis_cgen_reply, NULL,
+	                                              "GET " CACHE_SHARED_GEN_KEY) == REDIS_OK)
+		redis_link_sent(&redis_pub);
+}
+
+static void redis_cpurge_queue(const char *prefix);
+
+/* The new generation after our purge's INCR: every instance is told, with the prefix. */
+static void
+redis_cpurge_reply(redisAsyncContext *ac, void *r, void *priv)
+{
+	const redisReply *rep = r;
+	char *prefix = priv;
+
+	redis_link_replied(ac->data, ac);
+	if (rep == NULL && !atomic_load(&redis_stopping)) {
+		redis_cpurge_queue(prefix); /* the connection went: again once it is back */
+	} else if (rep != NULL && rep->type == REDIS_REPLY_INTEGER) {
+		char gen[24];
+
+		if (atomic_fetch_sub(&redis_cpending, 1) == 1)
+			atomic_store(&redis_cgen, (int64_t)rep->integer);
+		snprintf(gen, sizeof(gen), "%lld", (long long)rep->integer);
+		if (redis_pub.ac != NULL &&
+		    redisAsyncCommand(redis_pub.ac, redis_publish_reply, NULL,
+		                      "PUBLISH %s %s\t%s\t%s\t%s", redis_channel, redis_instance,
+		                      "cpurge", gen,
+		                      prefix[0] != '\0' ? prefix : "-") == REDIS_OK) {
+			redis_link_sent(&redis_pub);
+			atomic_fetch_add(&redis_published, 1);
+		}
+	} else {
+		/* refused: the level resumes with whatever generation Redis holds */
+		atomic_fetch_add(&redis_ev_errors, 1);
+		if (rep != NULL && atomic_fetch_sub(&redis_cpending, 1) == 1)
+			redis_cgen_read();
+	}
+	free(prefix);
+}
+
+static int
+redis_cpurge_send(const char *prefix)
+{
+	char *p = xstrdup(prefix);
+
+	if (redisAsyncCommand(redis_pub.ac, redis_cpurge_reply, p, "INCR " CACHE_SHARED_GEN_KEY) !=
+	    REDIS_OK) {
+		free(p);
+		return -1;
+	}
+	return 0;
+}
+
 /* Sends the queued changes while the publisher is up; the rest waits for it. */
 static void
 redis_outbox_drain(void)
@@ -1107,7 +1358,9 @@ redis_outbox_drain(void)
 		pthread_mutex_unlock(&redis_outbox_lock);
 		if (m == NULL)
 			return;
-		if (m->t_old_us != 0)
+		if (m->cache_purge)
+			r = redis_cpurge_send(m->text);
+		else if (m->t_old_us != 0)
 			r = redisAsyncCommand(redis_pub.ac, redis_publish_reply, NULL,
 			                      "EVAL %s 1 " REDIS_KEY_PREFIX "%s %" PRIu64
 			                      " %" PRIu64,
@@ -1254,7 +1507,7 @@ redis_wsum(size_t off)
 char *
 redis_metrics_text(void)
 {
-	size_t cap = 4096;
+	size_t cap = 8192, off;
 	char *o = xmalloc(cap);
 
 	if (!redis_on) {
@@ -1302,5 +1555,27 @@ redis_metrics_text(void)
 	    redis_wsum(offsetof(struct redis_wconn, olc_hits)),
 	    redis_wsum(offsetof(struct redis_wconn, fallbacks)), atomic_load(&redis_ups),
 	    atomic_load(&redis_downs), atomic_load(&redis_received), atomic_load(&redis_dropped));
+	off = strlen(o);
+	snprintf(o + off, cap - off,
+	         "# HELP gatewayd_cache_shared_total The shared cache level (cache shared=redis): "
+	         "lookups by result, entries stored, entries too large to share, failed commands.\n"
+	         "# TYPE gatewayd_cache_shared_total counter\n"
+	         "gatewayd_cache_shared_total{result=\"hit\"} %" PRIu64 "\n"
+	         "gatewayd_cache_shared_total{result=\"miss\"} %" PRIu64 "\n"
+	         "gatewayd_cache_shared_total{result=\"error\"} %" PRIu64 "\n"
+	         "gatewayd_cache_shared_total{result=\"stored\"} %" PRIu64 "\n"
+	         "gatewayd_cache_shared_total{result=\"too_large\"} %" PRIu64 "\n"
+	         "# HELP gatewayd_cache_shared_purges_total Purges of every instance's cache sent "
+	         "from this one.\n"
+	         "# TYPE gatewayd_cache_shared_purges_total counter\n"
+	         "gatewayd_cache_shared_purges_total %" PRIu64 "\n"
+	         "# HELP gatewayd_cache_shared_generation The shared cache level's key generation "
+	         "(-1 while unknown).\n"
+	         "# TYPE gatewayd_cache_shared_generation gauge\n"
+	         "gatewayd_cache_shared_generation %" PRId64 "\n",
+	         atomic_load(&redis_cache_ctr[RC_HIT]), atomic_load(&redis_cache_ctr[RC_MISS]),
+	         atomic_load(&redis_cache_ctr[RC_ERROR]), atomic_load(&redis_cache_ctr[RC_STORED]),
+	         atomic_load(&redis_cache_ctr[RC_TOO_LARGE]), atomic_load(&redis_cache_purges),
+	         atomic_load(&redis_cgen));
 	return o;
 }

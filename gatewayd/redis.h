@@ -23,6 +23,7 @@
 
 struct config;
 struct exchange;
+struct worker;
 struct conf_rate;
 struct ratelimit_result;
 
@@ -78,6 +79,41 @@ void redis_peek(const char *name, const struct conf_rate *rate, struct ratelimit
  * state it last saw. Any thread; queued for the events thread.
  */
 void redis_rescale(const char *name, const struct conf_rate *from, const struct conf_rate *to);
+
+/*
+ * The shared level of the response cache (`cache shared=redis`; cache.c, cache_shared.h).
+ * Keys carry a generation number that every purge increments in Redis (INCR
+ * gw:cache:gen); it is read when the publisher connects and carried by the purge
+ * messages. -1 while unknown (not read yet, or a purge of ours not yet counted): the
+ * shared level is then skipped, so that no entry from before a purge is read or written.
+ */
+int64_t redis_cache_gen(void);
+/*
+ * Asks for the values of keys[0..n) (n 1 or 2, NUL-terminated names) with one MGET on x's
+ * worker connection: 0 when sent (x is in X_WAIT; cache_shared_reply() runs later on x's
+ * worker), -1 when the connection is down (x goes on at once). On x's worker only.
+ */
+int redis_cache_get(struct exchange *x, const char *const *keys, int n);
+/* Fire-and-forget commands on w's connection (counted; errors only counted). */
+void redis_cache_set(struct worker *w, const char *key, const char *val, size_t vlen,
+                     uint64_t px_ms);
+void redis_cache_del(struct worker *w, const char *const *keys, int n);
+/* A purge of every instance's cache: entries whose request-target starts with prefix
+ * ("" or NULL: all) leave every other instance's memory, and the shared level is
+ * retired (a new generation). Any thread; the caller purged its own memory. */
+void redis_cache_purge(const char *prefix);
+
+enum redis_cache_event { RC_HIT, RC_MISS, RC_ERROR, RC_STORED, RC_TOO_LARGE, RC_COUNT };
+/* Counts one event of the shared level (gatewayd_cache_shared_total). Any thread. */
+void redis_cache_count(enum redis_cache_event ev);
+
+/*
+ * cache.c: the answer to redis_cache_get for x: the first value found (val, len, the
+ * index of its key), or val NULL (nothing found, or failed set: Redis down, an error, no
+ * reply in time). On x's worker, x no longer waiting; x's client may have left (x->c
+ * NULL): x is then released.
+ */
+void cache_shared_reply(struct exchange *x, const char *val, size_t len, int which, int failed);
 
 /* Prometheus text of the gatewayd_redis_* metrics; malloc'd, the caller frees. */
 char *redis_metrics_text(void);
