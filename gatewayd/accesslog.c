@@ -492,6 +492,7 @@ accesslog_start(const struct config *cfg, char *err, size_t errlen)
 		return -1;
 	}
 	alog.running = 1;
+	pthread_setname_np(alog.thread, "gw-log");
 	return 0;
 }
 

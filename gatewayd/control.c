@@ -1229,6 +1229,7 @@ control_start(const struct config *cfg, char *err, size_t errlen)
 		control.st = NULL;
 		return -1;
 	}
+	pthread_setname_np(control.thread, "gw-control");
 	control.running = 1;
 	log_info("control plane listening on %s", cfg->control);
 	return 0;

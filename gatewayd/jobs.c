@@ -66,7 +66,7 @@ void
 jobs_respond(struct job *j)
 {
 	respond_json(j->x, j->status, j->body ? j->body : "{}", j->body ? j->body_len : 2,
-		     j->extra[0] ? j->extra : NULL);
+	             j->extra[0] ? j->extra : NULL);
 }
 
 /* Hands a finished job back to its worker. */
@@ -125,6 +125,7 @@ jobs_start(int n, const char *db_url, char *err, size_t errlen)
 			snprintf(err, errlen, "jobs: pthread_create: %s", strerror(errno));
 			return -1;
 		}
+		pthread_setname_np(jobs_threads[i], "gw-jobs"); /* top -H, perf */
 		jobs_nthreads++;
 	}
 	return 0;

@@ -1449,6 +1449,7 @@ redis_start(const struct config *cfg, char *err, size_t errlen)
 		return -1;
 	}
 	redis_thread_started = 1;
+	pthread_setname_np(redis_thread, "gw-redis");
 	identity_set_hooks(&redis_hooks);
 	redis_on = 1;
 	log_info("redis: sharing limits and identity changes through %s:%d db %d (failure mode "

@@ -42,7 +42,7 @@ worker_counter_add(_Atomic uint64_t *ctr, uint64_t n)
 	/* Only the owning thread writes: a relaxed load+store is enough and costs no
 	 * locked instruction; readers on other threads see a recent value. */
 	atomic_store_explicit(ctr, atomic_load_explicit(ctr, memory_order_relaxed) + n,
-			      memory_order_relaxed);
+	                      memory_order_relaxed);
 }
 
 uint64_t
@@ -70,7 +70,8 @@ worker_rt_refresh(struct worker *w)
 		return;
 	runtime_ref(cur);
 	if (w->rt != NULL) {
-		if (w->rt_users == 0 || w->nold == (int)(sizeof(w->old_rt) / sizeof(w->old_rt[0]))) {
+		if (w->rt_users == 0 ||
+		    w->nold == (int)(sizeof(w->old_rt) / sizeof(w->old_rt[0]))) {
 			/* When the table of old snapshots is full the oldest users keep theirs
 			 * alive through the shared count below. */
 			if (w->rt_users == 0)
@@ -180,8 +181,8 @@ worker_accept_pause(struct worker *w, const char *why)
 	if (!w->accept_episode) {
 		w->accept_episode = 1;
 		log_warnx("worker %d: %s (%u connections): not accepting for now, retrying every "
-			  "%d ms",
-			  w->id, why, w->nclients, WORKER_ACCEPT_BACKOFF_MS);
+		          "%d ms",
+		          w->id, why, w->nclients, WORKER_ACCEPT_BACKOFF_MS);
 	}
 }
 
@@ -194,7 +195,7 @@ worker_accept_resume(struct worker *w)
 	    w->now_ms - w->accept_last_pause_ms >= WORKER_ACCEPT_EPISODE_MS) {
 		w->accept_episode = 0;
 		log_info("worker %d: accepting normally again (%llu pauses)", w->id,
-			 (unsigned long long)w->accept_pauses);
+		         (unsigned long long)w->accept_pauses);
 		w->accept_pauses = 0;
 	}
 	if (!w->accept_paused || w->now_ms < w->accept_resume_ms ||
@@ -233,7 +234,8 @@ worker_accept(evutil_socket_t fd, short what, void *arg)
 		}
 		cfd = accept4(fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (cfd == -1) {
-			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+			    errno == ENOMEM)
 				worker_accept_pause(w, strerror(errno));
 			else if (errno == ECONNABORTED || errno == EINTR)
 				continue;
@@ -287,9 +289,8 @@ worker_jobs_done(evutil_socket_t fd, short what, void *arg)
 static int
 worker_uploading(const struct exchange *x)
 {
-	return x->phase == X_UPSTREAM && !x->req_done && !x->resp_started &&
-	       x->req_body_left > 0 && x->u != NULL && x->u->state != UP_CONNECTING &&
-	       x->upq.pos >= x->upq.cnt;
+	return x->phase == X_UPSTREAM && !x->req_done && !x->resp_started && x->req_body_left > 0 &&
+	       x->u != NULL && x->u->state != UP_CONNECTING && x->upq.pos >= x->upq.cnt;
 }
 
 /*
@@ -309,7 +310,7 @@ worker_body_too_slow(struct exchange *x, uint64_t now)
 		return 0;
 	}
 	seen = x->req.body == HTTP_BODY_CHUNKED ? x->req_chunk.data_total
-						: x->req.content_length - x->req_body_left;
+	                                        : x->req.content_length - x->req_body_left;
 	if (x->body_seen_ms == 0) {
 		x->body_seen = x->body_win = seen;
 		x->body_seen_ms = x->body_win_ms = now;
@@ -338,7 +339,7 @@ worker_body_timeout(struct exchange *x)
 	proxy_abort(x);
 	x->close_client = 1;
 	respond_error(x, 408, "request_timeout", "The request body arrived too slowly.", NULL,
-		      NULL);
+	              NULL);
 }
 
 static void
@@ -348,7 +349,8 @@ worker_check_deadlines(struct worker *w)
 
 	for (; c != NULL; c = next) {
 		next = c->next;
-		if (c->x != NULL && c->x->phase == X_UPSTREAM && worker_body_too_slow(c->x, w->now_ms)) {
+		if (c->x != NULL && c->x->phase == X_UPSTREAM &&
+		    worker_body_too_slow(c->x, w->now_ms)) {
 			worker_body_timeout(c->x);
 		} else if (c->deadline_ms != 0 && c->deadline_ms <= w->now_ms) {
 			c->deadline_ms = 0;
@@ -358,8 +360,8 @@ worker_check_deadlines(struct worker *w)
 				proxy_timeout(c->x);
 			else if (c->x == NULL || c->x->phase != X_QUEUED)
 				client_close(c);
-		} else if (c->state == CS_IDLE && atomic_load_explicit(&gw.draining,
-								     memory_order_relaxed)) {
+		} else if (c->state == CS_IDLE &&
+		           atomic_load_explicit(&gw.draining, memory_order_relaxed)) {
 			client_close(c);
 		}
 	}
@@ -439,8 +441,8 @@ worker_new_base(void)
 }
 
 static int
-worker_setup_listeners(struct worker *w, const struct config *cfg, SSL_CTX *const *ctxs,
-		       char *err, size_t errlen)
+worker_setup_listeners(struct worker *w, const struct config *cfg, SSL_CTX *const *ctxs, char *err,
+                       size_t errlen)
 {
 	w->listeners = xcalloc((size_t)cfg->nlistens, sizeof(*w->listeners));
 	w->nlisteners = cfg->nlistens;
@@ -511,7 +513,7 @@ worker_start_all(struct runtime *rt, char *err, size_t errlen)
 	for (int i = 0; i < cfg->nlistens; i++) {
 		if (cfg->listens[i].tls && rt->tls_ctx[i] == NULL) {
 			snprintf(err, errlen, "listen %s: the TLS certificate could not be loaded",
-				 cfg->listens[i].text);
+			         cfg->listens[i].text);
 			return -1;
 		}
 	}
@@ -522,11 +524,17 @@ worker_start_all(struct runtime *rt, char *err, size_t errlen)
 			return -1;
 	}
 	gw.nworkers = n;
-	for (int i = 0; i < n; i++)
+	for (int i = 0; i < n; i++) {
+		char name[16];
+
 		if (pthread_create(&gw.workers[i]->thread, NULL, worker_main, gw.workers[i]) != 0) {
 			snprintf(err, errlen, "pthread_create: %s", strerror(errno));
 			return -1;
 		}
+		/* names for top -H and perf (at most 15 characters) */
+		snprintf(name, sizeof(name), "gw-worker%d", i);
+		pthread_setname_np(gw.workers[i]->thread, name);
+	}
 	return 0;
 }
 
@@ -561,6 +569,6 @@ worker_stop_all(uint64_t ms)
 		}
 		if (pthread_timedjoin_np(gw.workers[i]->thread, NULL, &ts) != 0)
 			log_warnx("worker %d: in-flight requests did not finish within %llu ms", i,
-				  (unsigned long long)ms);
+			          (unsigned long long)ms);
 	}
 }
