@@ -367,19 +367,25 @@ accesslog_flush(void)
 static void
 accesslog_take(const struct accesslog_rec *r)
 {
+	int publish;
+
 	atomic_fetch_add_explicit(&alog.lines, 1, memory_order_relaxed);
 	pthread_mutex_lock(&alog.recent_lock);
 	alog.recent[alog.nrecent % ACCESSLOG_RECENT] = *r;
 	alog.nrecent++;
 	pthread_mutex_unlock(&alog.recent_lock);
+	/* the PUB stream and /ws get a sample of the lines, whether or not the file gets
+	 * them all (publishing each line costs more than writing it) */
+	publish = publish_log_wanted();
 	publish_count(r);
-	if (alog.fp != NULL || publish_log_wanted()) {
+	if (alog.fp != NULL || publish) {
 		char line[ACCESSLOG_LINE_MAX];
 		size_t n = accesslog_format(r, alog.wall_offset_us, line, sizeof(line) - 1);
 
 		if (n == 0)
 			return;
-		publish_log(line, n);
+		if (publish)
+			publish_log(line, n);
 		if (alog.fp == NULL)
 			return;
 		if (alog.outlen + n + 1 > ACCESSLOG_OUT_MAX)

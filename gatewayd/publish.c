@@ -62,7 +62,8 @@ static struct {
 	uint32_t *used; /* slots filled this second */
 	uint32_t nused;
 	uint64_t logs_this_second, seen_this_second;
-	uint64_t sample_every; /* one request in this many goes out as `log` (>= 1) */
+	uint64_t logs_published; /* `log` messages ever sent (the stats message's count) */
+	uint64_t sample_every;   /* one request in this many goes out as `log` (>= 1) */
 	struct publish_snap prev;
 } pub;
 
@@ -212,6 +213,7 @@ publish_log(const char *line, size_t len)
 	memcpy(buf, head, sizeof(head) - 1);
 	memcpy(buf + sizeof(head) - 1, line + 1, len - 1);
 	pub.logs_this_second++;
+	pub.logs_published++;
 	publish_message("log", buf, sizeof(head) - 2 + len);
 }
 
@@ -429,6 +431,7 @@ publish_stats_json(int64_t wall_offset_us)
 	o = cJSON_AddObjectToObject(root, "access_log");
 	cJSON_AddNumberToObject(o, "lines", (double)accesslog_lines());
 	cJSON_AddNumberToObject(o, "dropped", (double)accesslog_dropped());
+	cJSON_AddNumberToObject(o, "published", (double)pub.logs_published);
 	pub.prev = *now;
 	free(now);
 	runtime_unref(rt);

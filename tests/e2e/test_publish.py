@@ -150,6 +150,35 @@ class LogStreamTest(PublishCase):
         self.assertLess(n, res.total, res)
 
 
+class SampledWithTheFileTest(PublishCase):
+    def setUp(self):
+        gwtest.GatewayTestCase.setUp(self)
+        if nngsub.lib() is None:
+            self.skipTest('libnng is not installed')
+        self.start_backends(2, ids=['b1', 'b2'])
+        self.gw = self.start_gateway(CONFIG + 'access_log {tmp}/access.log\n')
+        self.url = 'ipc://%s/gatewayd.pub' % self.tmp
+
+    def test_the_file_has_every_line_the_stream_a_sample(self):
+        s = self.sub(('stats ',))
+        before = s.wait_for(lambda t, o: True)[1]['access_log']
+        t0 = time.monotonic()
+        res = self.load('/x', threads=4, requests=500)
+        elapsed = time.monotonic() - t0
+        self.assertEqual(dict(res.statuses), {200: res.total}, res)
+        path = os.path.join(self.tmp, 'access.log')
+        gwtest.wait_until(lambda: sum(1 for _ in open(path)) >= res.total, 3,
+                          message='every request in the access log')
+        after = s.wait_for(lambda t, o: o['access_log']['lines'] - before['lines']
+                           >= res.total)[1]
+        self.assertIsNotNone(after, 'no stats message counting the load')
+        sent = after['access_log']['published'] - before['published']
+        # the budget is 200 `log` messages a second of the log thread's clock
+        self.assertGreater(sent, 0)
+        self.assertLessEqual(sent, 200 * (int(elapsed) + 2), (sent, elapsed, res.total))
+        self.assertLess(sent, res.total // 2, (sent, elapsed, res.total))
+
+
 class EventTest(PublishCase):
     def test_operator_actions_and_health_are_events(self):
         s = self.sub(('event ',))
