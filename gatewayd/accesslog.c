@@ -364,34 +364,36 @@ accesslog_flush(void)
 	alog.outlen = 0;
 }
 
+/* One record: kept for /logs, counted for the stats message, written and sampled.
+ * With recent_lock held (by accesslog_drain, once a pass). */
 static void
 accesslog_take(const struct accesslog_rec *r)
 {
-	int publish;
-
-	atomic_fetch_add_explicit(&alog.lines, 1, memory_order_relaxed);
-	pthread_mutex_lock(&alog.recent_lock);
-	alog.recent[alog.nrecent % ACCESSLOG_RECENT] = *r;
-	alog.nrecent++;
-	pthread_mutex_unlock(&alog.recent_lock);
 	/* the PUB stream and /ws get a sample of the lines, whether or not the file gets
 	 * them all (publishing each line costs more than writing it) */
-	publish = publish_log_wanted();
-	publish_count(r);
-	if (alog.fp != NULL || publish) {
-		char line[ACCESSLOG_LINE_MAX];
-		size_t n = accesslog_format(r, alog.wall_offset_us, line, sizeof(line) - 1);
+	int publish = publish_log_wanted();
+	char line[ACCESSLOG_LINE_MAX], *dst = line;
+	size_t n;
 
-		if (n == 0)
-			return;
-		if (publish)
-			publish_log(line, n);
-		if (alog.fp == NULL)
-			return;
-		if (alog.outlen + n + 1 > ACCESSLOG_OUT_MAX)
+	atomic_fetch_add_explicit(&alog.lines, 1, memory_order_relaxed);
+	alog.recent[alog.nrecent % ACCESSLOG_RECENT] = *r;
+	alog.nrecent++;
+	publish_count(r);
+	if (alog.fp == NULL && !publish)
+		return;
+	if (alog.fp != NULL) {
+		/* formatted in place, at the end of the pass's output */
+		if (alog.outlen + ACCESSLOG_LINE_MAX > ACCESSLOG_OUT_MAX)
 			accesslog_flush();
-		memcpy(alog.out + alog.outlen, line, n);
-		alog.out[alog.outlen + n] = '\n';
+		dst = alog.out + alog.outlen;
+	}
+	n = accesslog_format(r, alog.wall_offset_us, dst, ACCESSLOG_LINE_MAX - 1);
+	if (n == 0)
+		return;
+	if (publish)
+		publish_log(dst, n);
+	if (alog.fp != NULL) {
+		dst[n] = '\n';
 		alog.outlen += n + 1;
 	}
 }
@@ -419,6 +421,7 @@ accesslog_drain(void)
 		tail[n] = atomic_load_explicit(&ring->tail, memory_order_relaxed);
 		n++;
 	}
+	pthread_mutex_lock(&alog.recent_lock);
 	for (;;) {
 		const struct accesslog_rec *best = NULL;
 		int bi = -1;
@@ -440,6 +443,7 @@ accesslog_drain(void)
 		/* give the slot back at once: a long pass must not fill the ring */
 		atomic_store_explicit(&rings[bi]->tail, ++tail[bi], memory_order_release);
 	}
+	pthread_mutex_unlock(&alog.recent_lock);
 	accesslog_flush();
 }
 
