@@ -155,13 +155,20 @@ control_begin(struct control_reply *r)
 	return 0;
 }
 
+/* The store failed mid-transaction: say so and undo what the transaction did. */
+static void
+control_store_fail(struct control_reply *r)
+{
+	control_fail(r, "the identity store is unavailable: %s", store_error(control.st));
+	store_rollback(control.st);
+}
+
 static int
 control_commit(struct control_reply *r, const char *action, const char *target, const char *detail)
 {
 	if (store_audit(control.st, CONTROL_ACTOR, action, target, detail) != 0 ||
 	    store_commit(control.st) != 0) {
-		control_fail(r, "the identity store is unavailable: %s", store_error(control.st));
-		store_rollback(control.st);
+		control_store_fail(r);
 		return -1;
 	}
 	return 0;
@@ -343,11 +350,36 @@ control_key_owner(const char *id, struct store_user *u, struct control_reply *r)
 	return -1;
 }
 
+/*
+ * Commits the transaction that made the new key k (key is its whole text, wiped here
+ * either way: the reply is the only place it is ever shown), audited as action on
+ * "key:prefix"; then publishes k and starts the reply. 0, or -1 with r failed.
+ */
+static int
+control_key_made(struct control_reply *r, const char *action, const char *prefix,
+                 const char *detail, char key[API_AUTH_NEW_KEY_MAX], const struct store_key *k)
+{
+	char target[64];
+	int rv;
+
+	snprintf(target, sizeof(target), "key:%s", prefix);
+	rv = control_commit(r, action, target, detail);
+	if (rv == 0) {
+		api_auth_key_publish(k);
+		r->ok = proto_reply_ok();
+		cJSON_AddStringToObject(r->ok, "api_key", key);
+		cJSON_AddStringToObject(r->ok, "prefix", k->prefix);
+		cJSON_AddStringToObject(r->ok, "tier", k->tier);
+	}
+	explicit_bzero(key, API_AUTH_NEW_KEY_MAX);
+	return rv;
+}
+
 static void
 control_keys_create(const struct proto_request *q, struct control_reply *r)
 {
 	const char *user = proto_request_get(q, "user");
-	char key[API_AUTH_NEW_KEY_MAX], target[64], detail[128];
+	char key[API_AUTH_NEW_KEY_MAX], detail[128];
 	struct store_user u;
 	struct store_key k;
 
@@ -362,26 +394,17 @@ control_keys_create(const struct proto_request *q, struct control_reply *r)
 	}
 	k.user_id = user != NULL ? u.id : 0;
 	if (api_auth_key_new(control.st, key, &k) != 0) {
-		control_fail(r, "the identity store is unavailable: %s", store_error(control.st));
-		store_rollback(control.st);
+		control_store_fail(r);
 		return;
 	}
-	snprintf(target, sizeof(target), "key:%s", k.prefix);
 	snprintf(detail, sizeof(detail), "{\"tier\":\"%s\",\"user_id\":%lld}", k.tier,
 	         (long long)k.user_id);
-	if (control_commit(r, "create_key", target, detail) != 0) {
-		explicit_bzero(key, sizeof(key));
+	if (control_key_made(r, "create_key", k.prefix, detail, key, &k) != 0)
 		return;
-	}
-	api_auth_key_publish(&k);
-	log_info("gatectl: %s created (tier %s, user %lld)", target, k.tier, (long long)k.user_id);
-	r->ok = proto_reply_ok();
-	cJSON_AddStringToObject(r->ok, "api_key", key);
-	cJSON_AddStringToObject(r->ok, "prefix", k.prefix);
-	cJSON_AddStringToObject(r->ok, "tier", k.tier);
+	log_info("gatectl: key:%s created (tier %s, user %lld)", k.prefix, k.tier,
+	         (long long)k.user_id);
 	if (k.user_id > 0)
 		cJSON_AddNumberToObject(r->ok, "user_id", (double)k.user_id);
-	explicit_bzero(key, sizeof(key));
 }
 
 /* The key q names, live (not revoked nor expired), in a transaction. 0, or -1. */
@@ -401,33 +424,23 @@ control_live_key(const struct proto_request *q, struct store_key *k, struct cont
 static void
 control_keys_rotate(const struct proto_request *q, struct control_reply *r)
 {
-	char key[API_AUTH_NEW_KEY_MAX], target[64], detail[128];
+	char key[API_AUTH_NEW_KEY_MAX], detail[128];
 	struct store_key old, k;
 
 	if (control_live_key(q, &old, r) != 0)
 		return;
 	if (api_auth_key_rotate(control.st, &old, key, &k, (int64_t)time(NULL)) != 0) {
-		control_fail(r, "the identity store is unavailable: %s", store_error(control.st));
-		store_rollback(control.st);
+		control_store_fail(r);
 		return;
 	}
-	snprintf(target, sizeof(target), "key:%s", old.prefix);
 	snprintf(detail, sizeof(detail), "{\"successor\":\"%s\",\"expires_at\":%lld}", k.prefix,
 	         (long long)old.expires_at);
-	if (control_commit(r, "rotate_key", target, detail) != 0) {
-		explicit_bzero(key, sizeof(key));
+	if (control_key_made(r, "rotate_key", old.prefix, detail, key, &k) != 0)
 		return;
-	}
-	api_auth_key_publish(&k);
 	api_auth_key_publish(&old);
-	log_info("gatectl: %s rotated to %s", target, k.prefix);
-	r->ok = proto_reply_ok();
-	cJSON_AddStringToObject(r->ok, "api_key", key);
-	cJSON_AddStringToObject(r->ok, "prefix", k.prefix);
-	cJSON_AddStringToObject(r->ok, "tier", k.tier);
+	log_info("gatectl: key:%s rotated to %s", old.prefix, k.prefix);
 	cJSON_AddStringToObject(r->ok, "previous_prefix", old.prefix);
 	cJSON_AddNumberToObject(r->ok, "previous_expires_at", (double)old.expires_at);
-	explicit_bzero(key, sizeof(key));
 }
 
 static void
@@ -439,8 +452,7 @@ control_keys_revoke(const struct proto_request *q, struct control_reply *r)
 	if (control_live_key(q, &k, r) != 0)
 		return;
 	if (store_key_revoke(control.st, k.hash) != 0) {
-		control_fail(r, "the identity store is unavailable: %s", store_error(control.st));
-		store_rollback(control.st);
+		control_store_fail(r);
 		return;
 	}
 	snprintf(target, sizeof(target), "key:%s", k.prefix);
@@ -537,8 +549,7 @@ control_ban(const struct proto_request *q, struct control_reply *r)
 		return;
 	snprintf(target, sizeof(target), "ip:%s", ip);
 	if (store_block_set(control.st, "ip", ip, until) != 0) {
-		control_fail(r, "the identity store is unavailable: %s", store_error(control.st));
-		store_rollback(control.st);
+		control_store_fail(r);
 		return;
 	}
 	snprintf(detail, sizeof(detail), "{\"until\":%lld}", (long long)until);
@@ -599,8 +610,7 @@ control_unban(const struct proto_request *q, struct control_reply *r)
 	cJSON_AddStringToObject(r->ok, "unbanned", ip);
 	return;
 fail:
-	control_fail(r, "the identity store is unavailable: %s", store_error(control.st));
-	store_rollback(control.st);
+	control_store_fail(r);
 }
 
 /* --- runtime changes: backends, reload, config -------------------------------------- */
