@@ -144,6 +144,32 @@ accesslog_save_target(struct exchange *x)
 
 /* --- formatting --- */
 
+/*
+ * util_append without the NUL after every piece (the line's length is what counts):
+ * n bytes at off, or cap + 1 once anything did not fit (and from then on).
+ */
+static inline size_t
+accesslog_put(char *buf, size_t off, size_t cap, const char *s, size_t n)
+{
+	if (off > cap || n >= cap - off)
+		return cap + 1;
+	memcpy(buf + off, s, n);
+	return off + n;
+}
+
+static size_t
+accesslog_put_u64(char *buf, size_t off, size_t cap, uint64_t v)
+{
+	char tmp[20];
+	size_t n = 0;
+
+	do {
+		tmp[sizeof(tmp) - 1 - n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v != 0);
+	return accesslog_put(buf, off, cap, tmp + sizeof(tmp) - n, n);
+}
+
 /* 1 for the bytes a JSON string must escape: '"', '\\', controls and non-ASCII */
 static const uint8_t accesslog_esc[256] = {
     [0 ... 0x1f] = 1,
@@ -158,25 +184,25 @@ accesslog_json_str(char *buf, size_t off, size_t cap, const char *s, size_t n)
 	static const char hex[] = "0123456789abcdef";
 	size_t run = 0; /* start of the bytes that need no escape, appended in one go */
 
-	off = util_append(buf, off, cap, "\"", 1);
+	off = accesslog_put(buf, off, cap, "\"", 1);
 	for (size_t i = 0; i < n; i++) {
 		unsigned char ch = (unsigned char)s[i];
 
 		if (!accesslog_esc[ch])
 			continue;
-		off = util_append(buf, off, cap, s + run, i - run);
+		off = accesslog_put(buf, off, cap, s + run, i - run);
 		run = i + 1;
 		if (ch == '"' || ch == '\\') {
 			char e[2] = {'\\', (char)ch};
-			off = util_append(buf, off, cap, e, 2);
+			off = accesslog_put(buf, off, cap, e, 2);
 		} else {
 			/* bytes outside printable ASCII: \u00XX keeps the line valid JSON */
 			char e[6] = {'\\', 'u', '0', '0', hex[ch >> 4], hex[ch & 15]};
-			off = util_append(buf, off, cap, e, 6);
+			off = accesslog_put(buf, off, cap, e, 6);
 		}
 	}
-	off = util_append(buf, off, cap, s + run, n - run);
-	return util_append(buf, off, cap, "\"", 1);
+	off = accesslog_put(buf, off, cap, s + run, n - run);
+	return accesslog_put(buf, off, cap, "\"", 1);
 }
 
 /* 1 when the query parameter name (n bytes) may carry a credential. */
@@ -225,7 +251,7 @@ static size_t
 accesslog_field_str(char *buf, size_t off, size_t cap, const char *name, size_t name_len,
                     const char *v)
 {
-	off = util_append(buf, off, cap, name, name_len);
+	off = accesslog_put(buf, off, cap, name, name_len);
 	return accesslog_json_str(buf, off, cap, v, strlen(v));
 }
 
@@ -233,14 +259,14 @@ static size_t
 accesslog_field_u64(char *buf, size_t off, size_t cap, const char *name, size_t name_len,
                     uint64_t v)
 {
-	off = util_append(buf, off, cap, name, name_len);
-	return util_append_u64(buf, off, cap, v);
+	off = accesslog_put(buf, off, cap, name, name_len);
+	return accesslog_put_u64(buf, off, cap, v);
 }
 
 /* Field names are literals: their length is known at compile time. */
 #define ALOG_STR(name, v) (off = accesslog_field_str(buf, off, cap, name, sizeof(name) - 1, v))
 #define ALOG_U64(name, v) (off = accesslog_field_u64(buf, off, cap, name, sizeof(name) - 1, v))
-#define ALOG_LIT(lit) (off = util_append(buf, off, cap, lit, sizeof(lit) - 1))
+#define ALOG_LIT(lit) (off = accesslog_put(buf, off, cap, lit, sizeof(lit) - 1))
 
 /* The date and time of the last line formatted on this thread, to the second. */
 static __thread time_t accesslog_ts_sec;
@@ -255,6 +281,7 @@ accesslog_format(const struct accesslog_rec *r, int64_t wall_offset_us, char *bu
 	time_t sec = (time_t)(wall / 1000000);
 	struct tm tm;
 	char ip[64], path[sizeof(r->path) * 2];
+	const char *p = r->path;
 	size_t off = 0, plen;
 
 	/* the date and time change once a second: formatted then, the milliseconds each line */
@@ -266,31 +293,36 @@ accesslog_format(const struct accesslog_rec *r, int64_t wall_offset_us, char *bu
 		accesslog_ts_sec = sec;
 	}
 	cidr_format_addr(r->client_ip, ip, sizeof(ip));
-	plen = accesslog_redacted_path(r->path, path, sizeof(path));
-	if (plen >= sizeof(path))
-		plen = strlen(path);
+	if (strchr(r->path, '?') != NULL) {
+		plen = accesslog_redacted_path(r->path, path, sizeof(path));
+		if (plen >= sizeof(path))
+			plen = strlen(path);
+		p = path;
+	} else {
+		plen = strlen(r->path);
+	}
 	{
 		int ms = (int)((wall / 1000) % 1000);
 		char msz[5] = {(char)('0' + ms / 100), (char)('0' + ms / 10 % 10),
 		               (char)('0' + ms % 10), 'Z', '"'};
 
 		ALOG_LIT("{\"time\":\"");
-		off = util_append(buf, off, cap, accesslog_ts, accesslog_ts_len);
-		off = util_append(buf, off, cap, msz, sizeof(msz));
+		off = accesslog_put(buf, off, cap, accesslog_ts, accesslog_ts_len);
+		off = accesslog_put(buf, off, cap, msz, sizeof(msz));
 	}
 	ALOG_STR(",\"request_id\":", r->request_id);
 	ALOG_STR(",\"client_ip\":", ip);
 	/* a key is shown by its public prefix, as /stats and gatectl show it */
 	if (r->key_prefix[0] != '\0') {
 		ALOG_LIT(",\"identity\":\"k:");
-		off = util_append(buf, off, cap, r->key_prefix, strlen(r->key_prefix));
-		off = util_append(buf, off, cap, "\"", 1);
+		off = accesslog_put(buf, off, cap, r->key_prefix, strlen(r->key_prefix));
+		off = accesslog_put(buf, off, cap, "\"", 1);
 	} else {
 		ALOG_STR(",\"identity\":", r->identity);
 	}
 	ALOG_STR(",\"method\":", r->method);
 	ALOG_LIT(",\"path\":");
-	off = accesslog_json_str(buf, off, cap, path, plen);
+	off = accesslog_json_str(buf, off, cap, p, plen);
 	ALOG_U64(",\"status\":", r->status);
 	ALOG_U64(",\"bytes\":", r->bytes);
 	ALOG_STR(",\"backend\":", r->backend);
@@ -301,8 +333,11 @@ accesslog_format(const struct accesslog_rec *r, int64_t wall_offset_us, char *bu
 	ALOG_STR(",\"ratelimit\":", rl[r->rl % 3]);
 	if (r->error[0] != '\0')
 		ALOG_STR(",\"error\":", r->error);
-	off = util_append(buf, off, cap, "}", 1);
-	return off < cap ? off : 0;
+	off = accesslog_put(buf, off, cap, "}", 1);
+	if (off >= cap)
+		return 0;
+	buf[off] = '\0'; /* accesslog_put keeps room for it */
+	return off;
 }
 
 /* --- the log thread --- */
