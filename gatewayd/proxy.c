@@ -483,6 +483,16 @@ proxy_connection_named(const struct http_msg *m, const char *buf, const struct h
 	return http_list_has(conn, clen, name);
 }
 
+int
+proxy_request_header_forwarded(const struct exchange *x, const struct http_header *h)
+{
+	const struct http_msg *m = &x->req;
+
+	return !proxy_drop_request_header(x, h) &&
+	       !(h->id == HTTP_H_OTHER && proxy_connection_lists_others(m, x->in.data) &&
+		 proxy_connection_named(m, x->in.data, h));
+}
+
 static size_t
 proxy_append(char *dst, size_t off, size_t cap, const char *s, size_t n)
 {
@@ -546,7 +556,10 @@ proxy_build_extra(struct exchange *x)
 	return off > cap ? -1 : (int)off;
 }
 
-/* Queues the request body bytes already in `in` (up to the end of this request). */
+/*
+ * Queues the request body bytes already in `in` (up to the end of this request).
+ * 0 queued, -1 malformed chunked framing, -2 over the body limit.
+ */
 static int
 proxy_queue_body(struct exchange *x)
 {
@@ -565,7 +578,9 @@ proxy_queue_body(struct exchange *x)
 	ssize_t n = http_chunked_scan(&x->req_chunk, p, avail);
 	if (n < 0)
 		return -1;
-	if (x->req_chunk.data_total > x->rt->cfg->limits.body)
+	/* remaining is the current chunk's declared size still to come (a partial size
+	 * line's value only grows): over the limit is known now, not once it has come */
+	if (x->req_chunk.data_total + x->req_chunk.remaining > x->rt->cfg->limits.body)
 		return -2;
 	sendq_add(&x->upq, p, (size_t)n);
 	x->in.start += (uint32_t)n;
@@ -609,6 +624,7 @@ proxy_line_without_key(struct exchange *x)
 	return off;
 }
 
+/* 0 built, -2 the body already seen is over the limit, -1 any other failure. */
 static int
 proxy_build_request(struct exchange *x)
 {
@@ -660,7 +676,7 @@ proxy_build_request(struct exchange *x)
 	/* Expect: 100-continue: the body comes only after we say so. */
 	if (x->req_body_left > 0 && m->expect_continue && x->in.end == x->in.start)
 		return 0;
-	return proxy_queue_body(x) == 0 ? 0 : -1;
+	return proxy_queue_body(x);
 }
 
 /* ---- building the response head ---- */
@@ -896,11 +912,16 @@ proxy_connect_to(struct exchange *x, struct upconn *u)
 	x->c->deadline_ms =
 		x->w->now_ms + (u->state == UP_CONNECTING ? x->rt->cfg->timeouts.connect_ms
 							  : x->rt->cfg->timeouts.response_ms);
-	if (proxy_build_request(x) == -1) {
+	int r = proxy_build_request(x);
+	if (r < 0) {
 		proxy_release_backend(x, 0);
 		x->b = NULL;
 		x->close_client = 1;
-		respond_error(x, 400, "invalid_request", "Malformed request.", NULL, NULL);
+		if (r == -2)
+			respond_error(x, 413, "body_too_large", "The request body is too large.",
+				      NULL, NULL);
+		else
+			respond_error(x, 400, "invalid_request", "Malformed request.", NULL, NULL);
 		return;
 	}
 	proxy_run(x);

@@ -319,6 +319,34 @@ class LimitsTest(HttpTestCase):
         self.assertEqual(r.status, 200)
         self.assertEqual(r.json()['body_length'], 20480)
 
+    def test_chunk_size_over_limit_is_413_at_once(self):
+        # One chunk whose declared size alone is past the 64 kB limit: the 413 comes as
+        # soon as the size line is read, without waiting for the data (no 408, no reset).
+        for split in (True, False):
+            with self.subTest(split=split):
+                c = self.raw(timeout=5)
+                head = b'POST /hugechunk HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n'
+                t0 = time.monotonic()
+                if split:
+                    c.send(head)
+                    time.sleep(0.2)
+                    c.send(b'100000\r\nabcdef')
+                else:
+                    c.send(head + b'100000\r\nabcdef')
+                r = c.read_response('POST')
+                self.assertLess(time.monotonic() - t0, 2.0)
+                self.assertGatewayError(r, 413, 'body_too_large')
+                self.assertTrue(c.closed_by_peer(3))
+
+    def test_small_chunks_over_limit_in_one_packet_is_413(self):
+        # the whole over-limit body arrives with the head
+        c = self.raw(timeout=5)
+        c.send(b'POST /allchunks HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n' +
+               chunked_body([b'd' * 4096] * 17))
+        r = c.read_response('POST')
+        self.assertGatewayError(r, 413, 'body_too_large')
+        self.assertTrue(c.closed_by_peer(3))
+
     def test_expect_continue_over_limit_gets_413_without_100(self):
         c = self.raw(timeout=5)
         c.send(b'POST /big HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n'
