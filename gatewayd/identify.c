@@ -252,6 +252,13 @@ identify_request(struct exchange *x, enum identify_need need)
 	return 1;
 }
 
+/* label then v, in decimal, appended at off (util_append_str's rules). */
+static size_t
+identify_append_num(char *buf, size_t off, size_t cap, const char *label, uint64_t v)
+{
+	return util_append_u64(buf, util_append_str(buf, off, cap, label), cap, v);
+}
+
 size_t
 identify_response_headers(const struct exchange *x, char *buf, size_t cap)
 {
@@ -262,24 +269,17 @@ identify_response_headers(const struct exchange *x, char *buf, size_t cap)
 	if (!x->rl_set || x->id.kind == IDENTITY_NONE)
 		return off > cap ? 0 : off;
 	/* by hand: this runs for every identified response */
-	off = util_append_str(buf, off, cap, "X-RateLimit-Limit: ");
-	off = util_append_u64(buf, off, cap, x->rl_limit);
-	off = util_append_str(buf, off, cap, "\r\nX-RateLimit-Remaining: ");
-	off = util_append_u64(buf, off, cap, x->rl_remaining);
-	off = util_append_str(buf, off, cap, "\r\nX-RateLimit-Reset: ");
-	off = util_append_u64(buf, off, cap, x->rl_reset_s);
+	off = identify_append_num(buf, off, cap, "X-RateLimit-Limit: ", x->rl_limit);
+	off = identify_append_num(buf, off, cap, "\r\nX-RateLimit-Remaining: ", x->rl_remaining);
+	off = identify_append_num(buf, off, cap, "\r\nX-RateLimit-Reset: ", x->rl_reset_s);
 	off = util_append_str(buf, off, cap, "\r\nRateLimit-Policy: \"");
 	off = util_append_str(buf, off, cap, x->id.tier);
-	off = util_append_str(buf, off, cap, "\";q=");
-	off = util_append_u64(buf, off, cap, x->rl_limit);
-	off = util_append_str(buf, off, cap, ";w=");
-	off = util_append_u64(buf, off, cap, x->rl_window_s);
+	off = identify_append_num(buf, off, cap, "\";q=", x->rl_limit);
+	off = identify_append_num(buf, off, cap, ";w=", x->rl_window_s);
 	off = util_append_str(buf, off, cap, "\r\nRateLimit: \"");
 	off = util_append_str(buf, off, cap, x->id.tier);
-	off = util_append_str(buf, off, cap, "\";r=");
-	off = util_append_u64(buf, off, cap, x->rl_remaining);
-	off = util_append_str(buf, off, cap, ";t=");
-	off = util_append_u64(buf, off, cap, x->rl_reset_s);
+	off = identify_append_num(buf, off, cap, "\";r=", x->rl_remaining);
+	off = identify_append_num(buf, off, cap, ";t=", x->rl_reset_s);
 	off = util_append_str(buf, off, cap, "\r\n");
 	return off > cap ? 0 : off;
 }
