@@ -160,14 +160,11 @@ accesslog_put(char *buf, size_t off, size_t cap, const char *s, size_t n)
 static size_t
 accesslog_put_u64(char *buf, size_t off, size_t cap, uint64_t v)
 {
-	char tmp[20];
-	size_t n = 0;
+	char tmp[UTIL_U64_DIGITS];
+	size_t n;
+	const char *d = util_u64_digits(v, tmp, &n);
 
-	do {
-		tmp[sizeof(tmp) - 1 - n++] = (char)('0' + v % 10);
-		v /= 10;
-	} while (v != 0);
-	return accesslog_put(buf, off, cap, tmp + sizeof(tmp) - n, n);
+	return accesslog_put(buf, off, cap, d, n);
 }
 
 /* 1 for the bytes a JSON string must escape: '"', '\\', controls and non-ASCII */

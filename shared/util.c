@@ -54,17 +54,27 @@ util_append_str(char *dst, size_t off, size_t cap, const char *s)
 	return util_append(dst, off, cap, s, strlen(s));
 }
 
-size_t
-util_append_u64(char *dst, size_t off, size_t cap, uint64_t v)
+const char *
+util_u64_digits(uint64_t v, char buf[UTIL_U64_DIGITS], size_t *len)
 {
-	char tmp[20];
 	size_t n = 0;
 
 	do {
-		tmp[sizeof(tmp) - 1 - n++] = (char)('0' + v % 10);
+		buf[UTIL_U64_DIGITS - 1 - n++] = (char)('0' + v % 10);
 		v /= 10;
 	} while (v != 0);
-	return util_append(dst, off, cap, tmp + sizeof(tmp) - n, n);
+	*len = n;
+	return buf + UTIL_U64_DIGITS - n;
+}
+
+size_t
+util_append_u64(char *dst, size_t off, size_t cap, uint64_t v)
+{
+	char tmp[UTIL_U64_DIGITS];
+	size_t n;
+	const char *d = util_u64_digits(v, tmp, &n);
+
+	return util_append(dst, off, cap, d, n);
 }
 
 int

@@ -37,6 +37,9 @@ uint64_t util_hash64(const void *data, size_t len);
 size_t util_append(char *dst, size_t off, size_t cap, const char *s, size_t n);
 size_t util_append_str(char *dst, size_t off, size_t cap, const char *s);
 size_t util_append_u64(char *dst, size_t off, size_t cap, uint64_t v);
+#define UTIL_U64_DIGITS 20
+/* The decimal digits of v, written at the end of buf; returns their start (*len: count). */
+const char *util_u64_digits(uint64_t v, char buf[UTIL_U64_DIGITS], size_t *len);
 /* ASCII case-insensitive compare of a counted string with a C string. */
 int util_strncaseeq(const char *s, size_t len, const char *lit);
 
