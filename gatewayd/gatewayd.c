@@ -225,9 +225,12 @@ gatewayd_signal(evutil_socket_t sig, short what, void *arg)
 static int
 gatewayd_db_command(struct config *cfg, int status, int yes)
 {
-	char buf[8192];
+	char buf[8192], shown[4096];
 	int r;
 
+	/* the URL is shown with its password masked: this output lands in terminals,
+	 * scripts' logs and CI transcripts */
+	store_url_redact(cfg->database, shown, sizeof(shown));
 	if (status) {
 		r = store_migrate_status(cfg->database, buf, sizeof(buf));
 		fprintf(r == 0 ? stdout : stderr, "%s%s", buf, r == 0 ? "" : "\n");
@@ -237,7 +240,7 @@ gatewayd_db_command(struct config *cfg, int status, int yes)
 	if (!yes) {
 		fprintf(stderr, "gatewayd: --fresh-db deletes every user, key, block and ban in %s; "
 				"add --yes to do it\n",
-			cfg->database);
+			shown);
 		config_free(cfg);
 		return 1;
 	}
@@ -245,7 +248,7 @@ gatewayd_db_command(struct config *cfg, int status, int yes)
 	if (r != 0)
 		fprintf(stderr, "gatewayd: %s\n", buf);
 	else
-		printf("database %s recreated at schema version %d\n", cfg->database,
+		printf("database %s recreated at schema version %d\n", shown,
 		       store_schema_latest());
 	config_free(cfg);
 	return r == 0 ? 0 : 1;

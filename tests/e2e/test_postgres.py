@@ -172,6 +172,22 @@ class SharedStoreTest(PostgresCase):
         self.assertEqual(self.sql('SELECT count(*) FROM users'), [['0']])
         self.assertEqual(len(self.sql('SELECT version FROM schema_version')), 3)
 
+    def test_database_password_is_masked_in_output(self):
+        # the test server trusts every local login, so a password is accepted and unused
+        db = self.db.replace('://%s@' % pgserver.USER, '://%s:s3cretpw@' % pgserver.USER)
+        self.assertIn(':s3cretpw@', db)
+        runs = [self.run_gatewayd('-d', 'database=' + db, '--fresh-db'),
+                self.run_gatewayd('-d', 'database=' + db, '--fresh-db', '--yes'),
+                self.run_gatewayd('-d', 'database=' + db, '--migrate-status')]
+        self.assertEqual([cp.returncode for cp in runs], [1, 0, 0],
+                         [cp.stderr for cp in runs])
+        for cp in runs:
+            out = (cp.stdout + cp.stderr).decode()
+            self.assertIn(':***@127.0.0.1', out)
+            self.assertNotIn('s3cretpw', out)
+        self.assertIn('add --yes', runs[0].stderr.decode())
+        self.assertIn('recreated at schema version', runs[1].stdout.decode())
+
     def test_unreachable_server_at_start_up(self):
         url = 'postgresql://gatewayd@127.0.0.1:%d/gatewayd' % pgserver.closed_port()
         t0 = time.monotonic()
