@@ -431,6 +431,19 @@ metrics_backend_gauges(struct mbuf *o, const struct runtime *rt, const char *nam
 	}
 }
 
+/* A two-label counter family: the workers' samples of kind join those already in s,
+ * are written out, and s is emptied (its memory kept) for the next family. */
+static void
+metrics_write_family(struct mbuf *o, struct metrics_samples *s, struct metrics_worker *const *mw,
+                     int nw, int kind, const char *name, const char *help, const char *la,
+                     const char *lb)
+{
+	metrics_samples_collect(s, mw, nw, kind);
+	metrics_samples_finish(s);
+	metrics_write_counter2(o, name, help, la, lb, s);
+	s->n = 0;
+}
+
 char *
 metrics_render(const struct runtime *rt, size_t *len)
 {
@@ -451,13 +464,10 @@ metrics_render(const struct runtime *rt, size_t *len)
 		depth += atomic_load_explicit(&gw.workers[i]->st_queue_depth, memory_order_relaxed);
 	}
 
-	metrics_samples_collect(&s, mw, nw, METRICS_K_REQUESTS);
-	metrics_samples_finish(&s);
-	metrics_write_counter2(&o, "gatewayd_requests_total",
-	                       "Responses sent, by status code and the backend that answered "
-	                       "(\"none\": made by the gateway).",
-	                       "code", "backend", &s);
-	s.n = 0;
+	metrics_write_family(&o, &s, mw, nw, METRICS_K_REQUESTS, "gatewayd_requests_total",
+	                     "Responses sent, by status code and the backend that answered "
+	                     "(\"none\": made by the gateway).",
+	                     "code", "backend");
 
 	metrics_write_histogram(&o, "gatewayd_request_duration_seconds",
 	                        "Time from the start of a request to its response.", hist, sum_us);
@@ -478,12 +488,9 @@ metrics_render(const struct runtime *rt, size_t *len)
 		metrics_samples_add(&s, rt->cfg->tiers[i].name, "allowed", 0);
 		metrics_samples_add(&s, rt->cfg->tiers[i].name, "rejected", 0);
 	}
-	metrics_samples_collect(&s, mw, nw, METRICS_K_RATELIMIT);
-	metrics_samples_finish(&s);
-	metrics_write_counter2(&o, "gatewayd_ratelimit_decisions_total",
-	                       "Rate limiter decisions, by tier (\"ip\": the per-address limit).",
-	                       "tier", "decision", &s);
-	s.n = 0;
+	metrics_write_family(
+	    &o, &s, mw, nw, METRICS_K_RATELIMIT, "gatewayd_ratelimit_decisions_total",
+	    "Rate limiter decisions, by tier (\"ip\": the per-address limit).", "tier", "decision");
 
 	metrics_cache(&o);
 
@@ -498,12 +505,10 @@ metrics_render(const struct runtime *rt, size_t *len)
 	mbuf_printf(&o, "gatewayd_jwt_verifications_total{result=\"valid\"} %llu\n",
 	            (unsigned long long)metrics_worker_sum(offsetof(struct worker, st_jwt_valid)));
 
-	metrics_samples_collect(&s, mw, nw, METRICS_K_GEO);
-	metrics_samples_finish(&s);
-	metrics_write_counter2(&o, "gatewayd_geo_requests_total",
-	                       "Proxied requests by the answering backend's datacenter and the "
-	                       "client's country (\"unknown\": the client was not located).",
-	                       "datacenter", "country", &s);
+	metrics_write_family(&o, &s, mw, nw, METRICS_K_GEO, "gatewayd_geo_requests_total",
+	                     "Proxied requests by the answering backend's datacenter and the "
+	                     "client's country (\"unknown\": the client was not located).",
+	                     "datacenter", "country");
 	metrics_samples_free(&s);
 
 	if (metrics_proc_read(&p) == 0) {
