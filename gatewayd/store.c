@@ -120,12 +120,8 @@ static const char *const store_sql[ST_COUNT] = {
     [ST_KEY_INSERT] = "INSERT INTO api_keys (hash, prefix, tier, user_id, created_at, last_used,"
                       " expires_at, revoked) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     [ST_KEY_BY_HASH] = "SELECT " STORE_KEY_COLS " FROM api_keys WHERE hash = ?1",
-    /* user_id IS ?1: a NULL parameter (no owner) must match NULL rows, which = would not. */
-    [ST_KEY_BY_PREFIX] = "SELECT " STORE_KEY_COLS " FROM api_keys"
-                         " WHERE user_id IS ?1 AND prefix = ?2"
-                         " ORDER BY revoked, created_at DESC, rowid DESC LIMIT 1",
-    [ST_KEY_LIST_USER] = "SELECT " STORE_KEY_COLS " FROM api_keys WHERE user_id IS ?1"
-                         " ORDER BY created_at, rowid",
+    [ST_KEY_BY_PREFIX] = STORE_SQL_KEY_BY_PREFIX("IS", "rowid"),
+    [ST_KEY_LIST_USER] = STORE_SQL_KEY_LIST_USER("IS", "rowid"),
     [ST_KEY_ALL] = "SELECT " STORE_KEY_COLS " FROM api_keys ORDER BY rowid",
     [ST_KEY_SET_EXPIRY] = "UPDATE api_keys SET expires_at = ?2 WHERE hash = ?1",
     [ST_KEY_REVOKE] = "UPDATE api_keys SET revoked = 1 WHERE hash = ?1",

@@ -68,6 +68,18 @@ enum store_stmt_id {
 	"hash, prefix, tier, coalesce(user_id, 0), created_at, last_used, expires_at, revoked"
 
 /*
+ * The key queries by owner, in both dialects: they differ only in how a NULL owner (?1,
+ * no owner) matches NULL rows (SQLite's IS, PostgreSQL's IS NOT DISTINCT FROM; = would
+ * not) and in the column that orders keys as they were inserted (rowid, seq).
+ */
+#define STORE_SQL_KEY_BY_PREFIX(is, seq)                                                           \
+	"SELECT " STORE_KEY_COLS " FROM api_keys WHERE user_id " is " ?1 AND prefix = ?2"          \
+	" ORDER BY revoked, created_at DESC, " seq " DESC LIMIT 1"
+#define STORE_SQL_KEY_LIST_USER(is, seq)                                                           \
+	"SELECT " STORE_KEY_COLS " FROM api_keys WHERE user_id " is " ?1"                          \
+	" ORDER BY created_at, " seq
+
+/*
  * A value bound to a statement parameter: text (borrowed: it must outlive the
  * statement's execution), a 64-bit integer, or an owner id (0 is bound as NULL, no owner,
  * so that the foreign key accepts it). A list of values is an array ending with

@@ -115,12 +115,8 @@ static const char *const store_pg_override[ST_COUNT] = {
     [ST_BEGIN] = "BEGIN",
     [ST_USER_INSERT] = "INSERT INTO users (email, pwhash, tier, role, created_at)"
                        " VALUES ($1, $2, $3, $4, $5) RETURNING id",
-    /* IS NOT DISTINCT FROM: SQLite's IS, so that a NULL owner matches NULL rows. */
-    [ST_KEY_BY_PREFIX] = "SELECT " STORE_KEY_COLS " FROM api_keys"
-                         " WHERE user_id IS NOT DISTINCT FROM $1 AND prefix = $2"
-                         " ORDER BY revoked, created_at DESC, seq DESC LIMIT 1",
-    [ST_KEY_LIST_USER] = "SELECT " STORE_KEY_COLS " FROM api_keys"
-                         " WHERE user_id IS NOT DISTINCT FROM $1 ORDER BY created_at, seq",
+    [ST_KEY_BY_PREFIX] = STORE_SQL_KEY_BY_PREFIX("IS NOT DISTINCT FROM", "seq"),
+    [ST_KEY_LIST_USER] = STORE_SQL_KEY_LIST_USER("IS NOT DISTINCT FROM", "seq"),
     [ST_KEY_ALL] = "SELECT " STORE_KEY_COLS " FROM api_keys ORDER BY seq",
     /* SQLite's LIMIT -1 is "all"; PostgreSQL's is LIMIT NULL. */
     [ST_AUDIT_LIST] = "SELECT id, at, actor, action, target, detail FROM audit_log"
@@ -484,7 +480,7 @@ store_pg_fresh(const char *url, char *err, size_t errlen)
 
 /* --- statements ------------------------------------------------------------------------ */
 
-/* The PostgreSQL text of statement id into buf: the override, or the SQLite text with
+/* The PostgreSQL text of statement id into buf: the override, or the SQLite text, with
  * ?N as $N (no statement has a ? inside a literal). NULL when there is none. */
 static const char *
 store_pg_sql(enum store_stmt_id id, char *buf, size_t len)
@@ -493,8 +489,8 @@ store_pg_sql(enum store_stmt_id id, char *buf, size_t len)
 	    store_pg_override[id] != NULL ? store_pg_override[id] : store_sql_text(id);
 	size_t i;
 
-	if (sql == NULL || store_pg_override[id] != NULL)
-		return sql;
+	if (sql == NULL)
+		return NULL;
 	for (i = 0; sql[i] != '\0' && i + 1 < len; i++)
 		buf[i] = sql[i] == '?' ? '$' : sql[i];
 	buf[i] = '\0';
