@@ -12,6 +12,7 @@
 #include "proxy.h"
 #include "redis.h"
 #include "util.h"
+#include "ws.h"
 #include "xmalloc.h"
 
 /* Prometheus metrics: per-worker recording, merged on scrape (see metrics.h). */
@@ -532,6 +533,7 @@ metrics_render(const struct runtime *rt, size_t *len)
 		                    (double)p.threads);
 	}
 	metrics_write_gauge(&o, "gatewayd_workers", "Worker threads serving requests.", (double)nw);
+	ws_metrics_write(&o);
 	{
 		char *r = redis_metrics_text();
 

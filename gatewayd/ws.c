@@ -42,6 +42,7 @@
 struct ws_msg {
 	_Atomic uint32_t refs;
 	uint32_t len;
+	uint8_t broadcast; /* counted as sent once written (not the 101 or control frames) */
 	uint8_t data[];
 };
 
@@ -58,6 +59,7 @@ struct ws_conn {
 	uint64_t dropped;
 	uint8_t close_recv; /* the peer's close frame arrived */
 	uint8_t failed;     /* protocol error: no more reading, close once flushed */
+	uint8_t reason;     /* enum ws_disconnect when the gateway chose to close, else 0 */
 };
 
 struct ws_worker {
@@ -69,10 +71,13 @@ struct ws_worker {
 	struct ws_conn *conns;
 	_Atomic uint32_t nconns;
 	uint64_t next_check_ms;
+	/* /metrics counters: written by the owning worker only (worker_counter_add), summed
+	 * by a scrape; inbox_dropped is the exception, added to by broadcasting threads */
+	_Atomic uint64_t sent, dropped, inbox_dropped;
+	_Atomic uint64_t disconnects[WS_DISC_COUNT];
 };
 
 static _Atomic uint32_t ws_nclients;
-static _Atomic uint64_t ws_ndropped;
 
 /* ---- protocol helpers ---- */
 
@@ -210,6 +215,7 @@ ws_msg_alloc(size_t len)
 
 	atomic_init(&m->refs, 1);
 	m->len = (uint32_t)len;
+	m->broadcast = 0;
 	return m;
 }
 
@@ -288,6 +294,8 @@ ws_queue_consume(struct ws_conn *ws, size_t n)
 			return;
 		}
 		n -= left;
+		if (ws->q[ws->qhead]->broadcast)
+			worker_counter_add(&ws->c->w->ws->sent, 1);
 		ws_queue_pop(ws);
 	}
 }
@@ -362,12 +370,17 @@ ws_on_frame(struct ws_conn *ws, const struct ws_frame *f, const uint8_t *p)
 		break;
 	case WS_OP_CLOSE:
 		ws->close_recv = 1;
-		if (f->payload_len < 2) {
-			ws_send_close(ws, f->payload_len == 0 ? 1000 : 1002);
+		if (f->payload_len == 0) {
+			ws_send_close(ws, 1000);
 		} else {
-			/* echo the peer's status code (RFC 6455 5.5.1) */
-			uint16_t code = (uint16_t)(p[0] << 8 | p[1]);
-			ws_send_close(ws, ws_close_code_valid(code) ? code : 1002);
+			/* echo the peer's status code (RFC 6455 5.5.1); a bad one is 1002 */
+			uint16_t code = f->payload_len < 2 ? 0 : (uint16_t)(p[0] << 8 | p[1]);
+
+			if (!ws_close_code_valid(code)) {
+				code = 1002;
+				ws->reason = WS_DISC_ERROR;
+			}
+			ws_send_close(ws, code);
 		}
 		break;
 	default:
@@ -472,7 +485,7 @@ ws_deliver(struct ws_worker *ww, struct ws_msg *m)
 			continue;
 		}
 		ws->dropped++;
-		atomic_fetch_add_explicit(&ws_ndropped, 1, memory_order_relaxed);
+		worker_counter_add(&ww->dropped, 1);
 		if (ws->full_since_ms == 0)
 			ws->full_since_ms = ws->c->w->now_ms;
 	}
@@ -551,6 +564,12 @@ ws_worker_post(struct ws_worker *ww, struct ws_msg *m)
 		ww->inbox[ww->ninbox++] = m;
 		/* one wakeup per batch: the worker takes the whole inbox at once */
 		wake = ww->ninbox == 1;
+	} else {
+		/* lost for every client of that worker; rare (the worker is stuck), and
+		 * this thread is not the owner: a real atomic add */
+		atomic_fetch_add_explicit(&ww->inbox_dropped,
+		                          atomic_load_explicit(&ww->nconns, memory_order_relaxed),
+		                          memory_order_relaxed);
 	}
 	pthread_mutex_unlock(&ww->lock);
 	if (wake && write(ww->fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
@@ -565,6 +584,7 @@ ws_broadcast(const char *json, size_t len)
 	if (atomic_load_explicit(&ws_nclients, memory_order_relaxed) == 0 || len > UINT32_MAX / 2)
 		return;
 	m = ws_msg_frame(WS_OP_TEXT, json, len);
+	m->broadcast = 1;
 	for (int i = 0; i < gw.nworkers; i++) {
 		struct worker *w = gw.workers[i];
 
@@ -581,10 +601,57 @@ ws_client_count(void)
 	return atomic_load_explicit(&ws_nclients, memory_order_relaxed);
 }
 
+void
+ws_counts(struct ws_counts *out)
+{
+	memset(out, 0, sizeof(*out));
+	for (int i = 0; i < gw.nworkers; i++) {
+		const struct ws_worker *ww = gw.workers[i] != NULL ? gw.workers[i]->ws : NULL;
+
+		if (ww == NULL)
+			continue;
+		out->sent += atomic_load_explicit(&ww->sent, memory_order_relaxed);
+		out->dropped += atomic_load_explicit(&ww->dropped, memory_order_relaxed) +
+		                atomic_load_explicit(&ww->inbox_dropped, memory_order_relaxed);
+		for (int r = 0; r < WS_DISC_COUNT; r++)
+			out->disconnects[r] +=
+			    atomic_load_explicit(&ww->disconnects[r], memory_order_relaxed);
+	}
+}
+
 uint64_t
 ws_dropped_total(void)
 {
-	return atomic_load_explicit(&ws_ndropped, memory_order_relaxed);
+	struct ws_counts n;
+
+	ws_counts(&n);
+	return n.dropped;
+}
+
+/* Label values of enum ws_disconnect, in its order. */
+static const char *const ws_disconnect_names[WS_DISC_COUNT] = {"closed", "error", "silent", "slow"};
+
+void
+ws_metrics_write(struct mbuf *o)
+{
+	struct ws_counts n;
+
+	ws_counts(&n);
+	mbuf_printf(o,
+	            "# HELP gatewayd_ws_clients WebSocket clients connected to /ws.\n"
+	            "# TYPE gatewayd_ws_clients gauge\n"
+	            "gatewayd_ws_clients %u\n"
+	            "# HELP gatewayd_ws_messages_total Live messages to /ws clients: written "
+	            "(sent), or dropped for a client that does not read.\n"
+	            "# TYPE gatewayd_ws_messages_total counter\n"
+	            "gatewayd_ws_messages_total{result=\"dropped\"} %llu\n"
+	            "gatewayd_ws_messages_total{result=\"sent\"} %llu\n"
+	            "# HELP gatewayd_ws_disconnects_total /ws connections ended, by reason.\n"
+	            "# TYPE gatewayd_ws_disconnects_total counter\n",
+	            ws_client_count(), (unsigned long long)n.dropped, (unsigned long long)n.sent);
+	for (int r = 0; r < WS_DISC_COUNT; r++)
+		mbuf_printf(o, "gatewayd_ws_disconnects_total{reason=\"%s\"} %llu\n",
+		            ws_disconnect_names[r], (unsigned long long)n.disconnects[r]);
 }
 
 /* Timers of one connection (every WS_CHECK_MS, or every tick while draining). */
@@ -602,6 +669,7 @@ ws_check(struct ws_conn *ws, int draining)
 	if (now - ws->heard_ms >= WS_SILENT_MS) {
 		log_info("ws %s: silent for %llu s, closed", c->peer_text,
 		         (unsigned long long)(now - ws->heard_ms) / 1000);
+		ws->reason = WS_DISC_SILENT;
 		client_close(c);
 		return;
 	}
@@ -609,6 +677,7 @@ ws_check(struct ws_conn *ws, int draining)
 		log_info("ws %s: not reading for %llu s (%llu messages dropped), closed",
 		         c->peer_text, (unsigned long long)(now - ws->full_since_ms) / 1000,
 		         (unsigned long long)ws->dropped);
+		ws->reason = WS_DISC_SLOW;
 		client_close(c);
 		return;
 	}
@@ -678,6 +747,22 @@ ws_client_attach(struct client *c, const char *head, size_t head_len, const void
 	return 0;
 }
 
+/*
+ * Why a connection ends: the reason the gateway gave (slow, silent), else a closing
+ * handshake we took part in without a protocol error is "closed" (the peer's close, or
+ * ours on drain), and everything else (protocol error, reset, EOF without a close
+ * frame, a write error) is "error".
+ */
+static enum ws_disconnect
+ws_disconnect_reason(const struct ws_conn *ws)
+{
+	if (ws->reason != 0)
+		return (enum ws_disconnect)ws->reason;
+	if (ws->failed || (ws->close_sent_ms == 0 && !ws->close_recv))
+		return WS_DISC_ERROR;
+	return WS_DISC_CLOSED;
+}
+
 void
 ws_client_free(struct client *c)
 {
@@ -686,6 +771,7 @@ ws_client_free(struct client *c)
 
 	if (ws == NULL)
 		return;
+	worker_counter_add(&ww->disconnects[ws_disconnect_reason(ws)], 1);
 	if (ws->prev != NULL)
 		ws->prev->next = ws->next;
 	else

@@ -98,6 +98,27 @@ uint32_t ws_client_count(void);
 /* Broadcast messages dropped for slow clients since start (all clients). */
 uint64_t ws_dropped_total(void);
 
+/* Why a /ws connection ended (gatewayd_ws_disconnects_total{reason}). */
+enum ws_disconnect {
+	WS_DISC_CLOSED, /* a closing handshake: the peer's, or ours on drain */
+	WS_DISC_ERROR,  /* protocol error, reset or EOF without a close frame */
+	WS_DISC_SILENT, /* nothing heard for WS_SILENT_MS */
+	WS_DISC_SLOW,   /* its queue stayed full for WS_SLOW_CLOSE_MS */
+	WS_DISC_COUNT,
+};
+
+/* Totals since start over all workers (any thread: relaxed loads of per-worker counters). */
+struct ws_counts {
+	uint64_t sent;    /* broadcast messages written to a client, once per client */
+	uint64_t dropped; /* broadcast messages not queued for a client (queue or inbox full) */
+	uint64_t disconnects[WS_DISC_COUNT];
+};
+void ws_counts(struct ws_counts *out);
+
+struct mbuf;
+/* Appends the gatewayd_ws_* families (gauge of clients, messages, disconnects) to o. */
+void ws_metrics_write(struct mbuf *o);
+
 /* Per-worker state: made once per worker before its thread starts. */
 struct ws_worker *ws_worker_new(struct worker *w);
 /* Frees it (no client left; the worker's loop no longer runs). */

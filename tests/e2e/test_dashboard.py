@@ -19,10 +19,12 @@ import re
 import shutil
 import socket
 import struct
+import subprocess
 import threading
 import time
 
 import gwtest
+import test_metrics
 
 # The browser test's steady traffic would run into the default per-IP limit (and a ban
 # that would refuse the page's admin calls): loopback is exempt here.
@@ -71,11 +73,15 @@ def close_code(payload):
     return struct.unpack('!H', payload[:2])[0]
 
 
-class DashboardTest(gwtest.GatewayTestCase):
+class DashboardCase(gwtest.GatewayTestCase):
+    """Two backends and a gateway with CONFIG."""
 
     def setUp(self):
         self.start_backends(2)
         self.start_gateway(CONFIG)
+
+
+class DashboardTest(DashboardCase):
 
     def test_page(self):
         r = self.get('/dashboard')
@@ -210,6 +216,60 @@ class DashboardTest(gwtest.GatewayTestCase):
         ws.send_frame(gwtest.WS_CLOSE, payload[:2])
         self.gateway.proc.wait(timeout=5)
         self.assertEqual(self.gateway.proc.returncode, 0)
+
+
+class WsMetricsTest(DashboardCase):
+    """gatewayd_ws_clients, gatewayd_ws_messages_total and gatewayd_ws_disconnects_total
+    in /metrics follow what the /ws clients do."""
+
+    def scrape(self):
+        r = self.get('/metrics')
+        self.assertStatus(r, 200)
+        return test_metrics.Scrape(r.body.decode())
+
+    def ws_values(self, m):
+        return (m.get('gatewayd_ws_clients'),
+                m.get('gatewayd_ws_messages_total', result='sent'),
+                m.get('gatewayd_ws_messages_total', result='dropped'),
+                {r: m.get('gatewayd_ws_disconnects_total', reason=r)
+                 for r in ('closed', 'error', 'silent', 'slow')})
+
+    def test_ws_metrics(self):
+        m = self.scrape()
+        for name, typ in (('gatewayd_ws_clients', 'gauge'),
+                          ('gatewayd_ws_messages_total', 'counter'),
+                          ('gatewayd_ws_disconnects_total', 'counter')):
+            self.assertEqual(m.fams.get(name, {}).get('type'), typ, name)
+            self.assertTrue(m.fams[name].get('help'), name)
+        self.assertEqual(self.ws_values(m), (0, 0, 0, {'closed': 0, 'error': 0, 'silent': 0,
+                                                       'slow': 0}))
+        a, b = self.ws(), self.ws()
+        self.assertStatus(self.get('/api/x'), 200)
+        recv_json(a, 'stats')
+        recv_json(b, 'stats')
+        clients, sent, dropped, _ = self.ws_values(self.scrape())
+        self.assertEqual(clients, 2)
+        self.assertGreaterEqual(sent, 2)  # at least the stats message, to each client
+        self.assertEqual(dropped, 0)
+        # a clean closing handshake, then a protocol error (an unmasked frame)
+        self.assertEqual(close_code(a.close(1000)), 1000)
+        b.send_frame(gwtest.WS_TEXT, b'hello', mask=False)
+        self.assertEqual(close_code(wait_close(b)), 1002)
+        self.assertTrue(b.conn.closed_by_peer(timeout=3))
+        want = {'closed': 1, 'error': 1, 'silent': 0, 'slow': 0}
+        got = []
+
+        def ended():
+            got[:] = [self.scrape()]
+            return self.ws_values(got[0])[3] == want
+
+        gwtest.wait_until(ended, timeout=5, message='disconnects counted')
+        self.assertEqual(self.ws_values(got[0])[0], 0)
+        tool = shutil.which('promtool')
+        if tool is not None:
+            p = subprocess.run([tool, 'check', 'metrics'], input=got[0].text.encode(),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
+            self.assertEqual((p.returncode, p.stdout.decode().strip()), (0, ''))
 
 
 class DashboardTlsTest(gwtest.GatewayTestCase):

@@ -278,6 +278,23 @@ peer_send(struct fixture *fx, uint8_t b0, const void *payload, size_t n)
 	assert_int_equal(write(fx->peer, buf, len), (ssize_t)len);
 }
 
+/* The fixture worker's counters (fresh per fixture): sent, dropped, and exactly `ended`
+ * connections ended, all for `reason`. */
+static void
+assert_counts(int ended, uint64_t sent, uint64_t dropped, enum ws_disconnect reason)
+{
+	struct ws_counts n;
+	uint64_t total = 0;
+
+	ws_counts(&n);
+	assert_int_equal(n.sent, sent);
+	assert_int_equal(n.dropped, dropped);
+	for (int r = 0; r < WS_DISC_COUNT; r++)
+		total += n.disconnects[r];
+	assert_int_equal(total, ended);
+	assert_int_equal(n.disconnects[reason], ended);
+}
+
 static void
 test_server(void **state)
 {
@@ -315,6 +332,8 @@ test_server(void **state)
 	spin(&fx);
 	assert_true(fx.c->closed);
 	assert_int_equal(read(fx.peer, buf, 1), 0);
+	/* the two broadcasts were written (the 101 head and the pong are not messages) */
+	assert_counts(1, 2, 0, WS_DISC_CLOSED);
 	fixture_teardown(&fx);
 
 	/* a code that must not be sent (1005: "no status") is a protocol error */
@@ -323,6 +342,9 @@ test_server(void **state)
 	peer_send(&fx, 0x88, "\x03\xed", 2);
 	assert_int_equal(peer_frame(&fx, buf, sizeof(buf), &len), WS_OP_CLOSE);
 	assert_memory_equal(buf, "\x03\xea", 2);
+	spin(&fx);
+	assert_true(fx.c->closed);
+	assert_counts(1, 0, 0, WS_DISC_ERROR);
 	fixture_teardown(&fx);
 }
 
@@ -341,6 +363,7 @@ test_unmasked_closes(void **state)
 	assert_memory_equal(buf, "\x03\xea", 2); /* 1002 protocol error */
 	spin(&fx);
 	assert_true(fx.c->closed);
+	assert_counts(1, 0, 0, WS_DISC_ERROR);
 	fixture_teardown(&fx);
 }
 
@@ -388,6 +411,16 @@ test_slow_consumer(void **state)
 	ws_worker_tick(fx.w);
 	assert_true(fx.c->closed);
 	assert_int_equal(ws_client_count(), 0);
+	{
+		struct ws_counts n;
+
+		ws_counts(&n);
+		assert_true(n.dropped > 0);
+		assert_int_equal(n.disconnects[WS_DISC_SLOW], 1);
+		assert_int_equal(n.disconnects[WS_DISC_CLOSED] + n.disconnects[WS_DISC_ERROR] +
+		                     n.disconnects[WS_DISC_SILENT],
+		                 0);
+	}
 	fixture_teardown(&fx);
 }
 
