@@ -973,6 +973,17 @@ cache_miss(struct exchange *x)
 	cache_bypass_count(x, "MISS");
 }
 
+/* The background refresh bx revalidates e (with its validators, if it has any) and fills
+ * f (shard locked). */
+static void
+cache_bg_adopt(struct exchange *bx, struct cache_entry *e, struct cache_fill *f)
+{
+	atomic_fetch_add_explicit(&e->refs, 1, memory_order_relaxed);
+	bx->cache_ent = e;
+	bx->cache_reval = e->etag_len > 0 || e->lm_len > 0;
+	bx->cache_fill = f;
+}
+
 int
 cache_request(struct exchange *x)
 {
@@ -1023,9 +1034,16 @@ cache_request(struct exchange *x)
 		}
 	}
 	f = cache_fill_find(s, hash, &k);
-	if (f != NULL && st == CACHE_ST_SWR) {
-		/* stale-while-revalidate: someone is already refreshing it */
+	if (st == CACHE_ST_SWR && (f != NULL || cache_bg_possible(x))) {
+		/* stale-while-revalidate: answered now; the refresh is under way already or
+		 * starts behind x's back */
+		struct exchange *bx = f == NULL ? cache_bg_new(x) : NULL;
+
+		if (bx != NULL)
+			cache_bg_adopt(bx, e, cache_fill_new(s, hash, &k));
 		pthread_mutex_unlock(&s->lock);
+		if (bx != NULL)
+			cache_bg_go(bx);
 		cache_serve(x, CACHE_R_STALE);
 		return 1;
 	}

@@ -88,6 +88,21 @@ cache_exchange_end(struct exchange *x)
 		cache_exchange_end_slow(x);
 }
 
+/*
+ * Background refreshes (cache_bg.c), for stale-while-revalidate: the client is answered
+ * from the stale entry while one GET for it goes to a backend on an exchange of its own.
+ */
+/* 1 when x's refresh can go behind its back (else it revalidates in the foreground). */
+int cache_bg_possible(const struct exchange *x);
+/* A refresh exchange for x's request (no client; the caller sets its cache_ent and
+ * cache_fill), or NULL after a reload. Owned by its worker: it frees itself. */
+struct exchange *cache_bg_new(struct exchange *from);
+/* Sends it to a backend; when none is available or reachable it ends at once (its fill
+ * abandoned: the stale entry stays). */
+void cache_bg_go(struct exchange *x);
+/* Ends every refresh of w (the worker stops). */
+void cache_bg_stop_all(struct worker *w);
+
 /* The "cache" object of /stats and `gatectl cache stats`: hits, misses, hit_rate,
  * entries, bytes, stale, bypass, evictions, max_memory. Caller frees (cJSON_Delete);
  * NULL when no route has cache=on. */

@@ -524,6 +524,21 @@ proxy_xff(struct exchange *x, char *dst, size_t off, size_t cap)
 	return proxy_append(dst, off, cap, "\r\n", 2);
 }
 
+size_t
+proxy_identity_headers(const struct exchange *x, char *e, size_t off, size_t cap)
+{
+	if (x->id.kind == IDENTITY_NONE || off >= cap)
+		return off;
+	/* who the gateway says the caller is; the client's own claims were dropped */
+	off = util_append_str(e, off, cap, "X-User-Id: ");
+	if (x->id.sub[0] == '\0')
+		off = util_append_str(e, off, cap, "key:");
+	off = util_append_str(e, off, cap, x->id.sub[0] ? x->id.sub : x->id.key_prefix);
+	off = util_append_str(e, off, cap, "\r\nX-User-Tier: ");
+	off = util_append_str(e, off, cap, x->id.tier);
+	return util_append_str(e, off, cap, "\r\n");
+}
+
 static int
 proxy_build_extra(struct exchange *x)
 {
@@ -540,16 +555,7 @@ proxy_build_extra(struct exchange *x)
 	off = proxy_append(e, off, cap, "\r\n", 2);
 	if (x->req.upgrade)
 		off = proxy_append(e, off, cap, "Connection: upgrade\r\n", 21);
-	if (x->id.kind != IDENTITY_NONE && off < cap) {
-		/* who the gateway says the caller is; the client's own claims were dropped */
-		off = util_append_str(e, off, cap, "X-User-Id: ");
-		if (x->id.sub[0] == '\0')
-			off = util_append_str(e, off, cap, "key:");
-		off = util_append_str(e, off, cap, x->id.sub[0] ? x->id.sub : x->id.key_prefix);
-		off = util_append_str(e, off, cap, "\r\nX-User-Tier: ");
-		off = util_append_str(e, off, cap, x->id.tier);
-		off = util_append_str(e, off, cap, "\r\n");
-	}
+	off = proxy_identity_headers(x, e, off, cap);
 	if (x->cache_reval)
 		off = cache_request_validators(x, e, off, cap);
 	off = proxy_append(e, off, cap, "\r\n", 2);

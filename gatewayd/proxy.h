@@ -135,6 +135,11 @@ int proxy_pick(struct exchange *x);
 double proxy_ewma_ms(struct backend *b, uint64_t now);
 /* Sets x->request_id: the client's when well-formed (SPEC 5), else a new UUID. */
 void proxy_make_request_id(struct exchange *x);
+/* 1 when request header h of x goes to the backend (not hop-by-hop, not a credential
+ * the route keeps, not a client validator a revalidation replaces): cache_bg.c. */
+int proxy_request_header_forwarded(const struct exchange *x, const struct http_header *h);
+/* Appends X-User-Id and X-User-Tier for an identified caller at dst + off; the new off. */
+size_t proxy_identity_headers(const struct exchange *x, char *dst, size_t off, size_t cap);
 /* Connects x to its picked backend and starts sending. */
 void proxy_go(struct exchange *x);
 /* Starts proxying x (route chosen, checks passed): pick a backend, queue or connect. */

@@ -13,6 +13,7 @@
 #include <event2/event.h>
 
 #include "accesslog.h"
+#include "cache.h"
 #include "identity.h"
 #include "jobs.h"
 #include "log.h"
@@ -410,6 +411,7 @@ worker_tick(evutil_socket_t fd, short what, void *arg)
 	if (w->retry_tokens > 100000)
 		w->retry_tokens = 100000;
 	if (atomic_load_explicit(&gw.draining, memory_order_relaxed) && w->clients == NULL) {
+		cache_bg_stop_all(w); /* background cache refreshes hold no client */
 		upstream_close_all_idle(w, w->rt);
 		event_base_loopbreak(w->base);
 	}

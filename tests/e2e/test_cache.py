@@ -307,19 +307,16 @@ class TestExpiry(CacheTest):
         self.assertEqual(self.xcache(path), 'MISS')
         time.sleep(1.3)
         self.b1.delay(800)
-        first = []
-        t = threading.Thread(target=lambda: first.append(self.get(path)))
-        t.start()
-        time.sleep(0.3)  # the first one is revalidating now
         t0 = time.monotonic()
         r = self.get(path)
         took = time.monotonic() - t0
+        # the first request after expiry is answered at once; the 304 comes behind it
         self.assertEqual(r.header('X-Cache'), 'STALE')
-        self.assertLess(took, 0.6)  # not held up by the revalidation
-        t.join(10)
+        self.assertLess(took, 0.6)
+        self.assertEqual(self.xcache(path), 'STALE')
+        gwtest.wait_until(lambda: self.xcache(path) == 'HIT', timeout=5,
+                          message='the background revalidation')
         self.b1.delay(0)
-        self.assertEqual(first[0].header('X-Cache'), 'HIT')  # revalidated (304)
-        self.assertEqual(self.xcache(path), 'HIT')
         self.assertEqual(self.b1.requests('/cacheable'), 2)
 
     def test_stale_when_backend_down(self):
@@ -329,6 +326,173 @@ class TestExpiry(CacheTest):
         r = self.get('/cacheable?max_age=1')
         self.assertEqual(r.status, 200)
         self.assertEqual(r.header('X-Cache'), 'STALE')
+
+
+class SwrBackend:
+    """A backend in this process for the background refresh tests: `/swr` answers
+    `Cache-Control: max-age=MAX_AGE, stale-while-revalidate=SWR` and the body `vN` (N counts
+    its 200s), after `delay` seconds; `status` 500 makes it fail; with `validators` it
+    sends an ETag and a Last-Modified and answers a matching conditional with 304. It
+    keeps each request's headers."""
+
+    ETAG = '"swr-1"'
+    LAST_MODIFIED = 'Mon, 01 Jan 2024 00:00:00 GMT'
+
+    def __init__(self, swr=30, validators=False):
+        import http.server
+        self.swr, self.validators = swr, validators
+        self.delay, self.status, self.version, self.max_age = 0.0, 200, 0, 1
+        self.seen = []
+        self.lock = threading.Lock()
+        backend = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = 'HTTP/1.1'
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                if self.path != '/swr':
+                    return self.reply(200, {}, b'ok')
+                with backend.lock:
+                    backend.seen.append(dict(self.headers.items()))
+                    delay, status = backend.delay, backend.status
+                time.sleep(delay)
+                hdrs = {'Cache-Control': 'max-age=%d, stale-while-revalidate=%d' %
+                        (backend.max_age, backend.swr)}
+                if backend.validators:
+                    hdrs['ETag'] = backend.ETAG
+                    hdrs['Last-Modified'] = backend.LAST_MODIFIED
+                    if self.headers.get('If-None-Match') == backend.ETAG:
+                        return self.reply(304, hdrs, b'')
+                if status != 200:
+                    return self.reply(status, {}, b'failing')
+                with backend.lock:
+                    backend.version += 1
+                    body = b'v%d' % backend.version
+                self.reply(200, hdrs, body)
+
+            def reply(self, status, hdrs, body):
+                self.send_response(status)
+                for k, v in hdrs.items():
+                    self.send_header(k, v)
+                if status != 304:
+                    self.send_header('Content-Length', str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = http.server.ThreadingHTTPServer((gwtest.HOST, 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def requests(self):
+        with self.lock:
+            return len(self.seen)
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class TestBackgroundRefresh(gwtest.GatewayTestCase):
+    """stale-while-revalidate: inside the window every request is answered from the
+    stale entry at once and one refresh goes to the backend behind it (RFC 5861)."""
+    timeout = 60
+
+    def start(self, **kw):
+        self.be = SwrBackend(**kw)
+        self.addCleanup(self.be.stop)
+        self.gw = self.start_gateway('''
+            workers 2
+            backend b1 127.0.0.1:%d
+            ip_limit 100000/1s
+            cache ttl=30s max_memory=8mb
+            route / auth=none cache=on
+        ''' % self.be.port)
+        r = self.gw.get('/swr')
+        self.assertEqual((r.header('X-Cache'), r.body), ('MISS', b'v1'))
+        self.be.max_age = 30  # what the refresh brings stays fresh
+        time.sleep(1.3)  # stale from here, inside the window
+
+    def stale_at_once(self, limit=0.5):
+        t0 = time.monotonic()
+        r = self.gw.get('/swr')
+        took = time.monotonic() - t0
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.header('X-Cache'), 'STALE')
+        self.assertLess(took, limit)
+        self.assertGreaterEqual(int(r.header('Age')), 1)
+        self.assertIsNone(r.header('Warning'))
+        return r
+
+    def test_first_request_after_expiry_does_not_wait(self):
+        self.start()
+        self.be.delay = 1.5
+        r = self.stale_at_once()
+        self.assertEqual(r.body, b'v1')
+        # more requests while it refreshes: stale too, and no second refresh
+        for _ in range(5):
+            self.assertEqual(self.stale_at_once().body, b'v1')
+        gwtest.wait_until(lambda: self.be.requests() == 2, timeout=5,
+                          message='the background refresh')
+        time.sleep(1.8)  # the backend's delay: the new response is stored by now
+        self.be.delay = 0
+        r = self.gw.get('/swr')
+        self.assertEqual((r.header('X-Cache'), r.body), ('HIT', b'v2'))
+        self.assertLessEqual(int(r.header('Age')), 2)
+        self.assertEqual(self.be.requests(), 2)
+        # an unconditional refresh: the entry had no validators
+        self.assertNotIn('If-None-Match', self.be.seen[1])
+        self.assertNotIn('If-Modified-Since', self.be.seen[1])
+
+    def test_failure_keeps_stale_until_the_window_closes(self):
+        self.start(swr=2)
+        self.be.status = 500
+        self.assertEqual(self.stale_at_once().body, b'v1')
+        gwtest.wait_until(lambda: self.be.requests() == 2, timeout=5,
+                          message='the background refresh')
+        time.sleep(0.2)
+        # the refresh failed: the stale entry is still served, and refreshed again
+        self.assertEqual(self.stale_at_once().body, b'v1')
+        gwtest.wait_until(lambda: self.be.requests() == 3, timeout=5,
+                          message='the second background refresh')
+        # past max-age + stale-while-revalidate: the normal rules (no stale-if-error)
+        time.sleep(2.0)
+        r = self.gw.get('/swr')
+        self.assertEqual(r.status, 500)
+        self.assertEqual(r.header('X-Cache'), 'MISS')
+
+    def test_stop_with_a_refresh_in_flight(self):
+        self.start()
+        self.be.delay = 10
+        self.stale_at_once()
+        gwtest.wait_until(lambda: self.be.requests() == 2, timeout=5,
+                          message='the background refresh')
+        # no client is waiting: draining does not wait for the refresh, which is ended
+        t0 = time.monotonic()
+        self.assertEqual(self.gw.stop(timeout=8), 0)
+        self.assertLess(time.monotonic() - t0, 5)
+
+    def test_refresh_with_validators_revalidates(self):
+        self.start(validators=True)
+        self.stale_at_once()
+        gwtest.wait_until(lambda: self.be.requests() == 2, timeout=5,
+                          message='the background revalidation')
+        seen = self.be.seen[1]
+        self.assertEqual(seen.get('If-None-Match'), SwrBackend.ETAG)
+        self.assertEqual(seen.get('If-Modified-Since'), SwrBackend.LAST_MODIFIED)
+        self.assertIsNotNone(seen.get('X-Request-Id'))
+        self.assertEqual(seen.get('X-Forwarded-For'), '127.0.0.1')
+        gwtest.wait_until(lambda: self.gw.get('/swr').header('X-Cache') == 'HIT', timeout=5,
+                          message='the 304 refreshing the entry')
+        r = self.gw.get('/swr')
+        # the 304 made it fresh again: a new age, the same body
+        self.assertEqual((r.header('X-Cache'), r.body), ('HIT', b'v1'))
+        self.assertLessEqual(int(r.header('Age')), 2)
+        self.assertEqual(self.be.requests(), 2)
 
 
 class TestPureSharedCache(CacheTest):
