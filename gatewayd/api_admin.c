@@ -416,15 +416,6 @@ admin_user_find(struct job *j, struct store *st, const struct admin_req *a, int6
 	return -1;
 }
 
-static void
-admin_identity_key_put(const struct store_key *k)
-{
-	struct identity_key ik;
-
-	identity_key_from_store(&ik, k);
-	identity_key_put(&ik);
-}
-
 /* A growing list of keys (callbacks may not call the store: collect, then write). */
 struct admin_keys {
 	struct store_key *v;
@@ -707,7 +698,7 @@ admin_upgrade_run(struct job *j, struct store *st)
 	}
 
 	for (size_t i = 0; i < ks.n; i++)
-		admin_identity_key_put(&ks.v[i]);
+		api_auth_key_publish(&ks.v[i]);
 	if (uid > 0) {
 		struct identity_user iu;
 

@@ -540,6 +540,25 @@ api_auth_hash_new_password(struct job *j, const char *password, char hash[AUTH_H
 	return -1;
 }
 
+/*
+ * The steps before a new account's writes: its email is free (checked first: a taken
+ * address is answered without the bcrypt work), its password is hashed into hash, and a
+ * transaction is begun. 0, or -1 answered.
+ */
+static int
+api_auth_account_begin(struct job *j, struct store *st, const struct api_auth_req *r,
+                       char hash[AUTH_HASH_MAX], const char *what)
+{
+	if (api_auth_email_free(j, st, r->b.email, what) != 0 ||
+	    api_auth_hash_new_password(j, r->b.password, hash, what) != 0)
+		return -1;
+	if (store_begin(st) != 0) {
+		api_auth_unavailable(j, st, what);
+		return -1;
+	}
+	return 0;
+}
+
 /* Creates a user inside the open transaction. 0, or -1 answered and rolled back. */
 static int
 api_auth_user_create(struct job *j, struct store *st, const struct api_auth_req *r,
@@ -744,15 +763,9 @@ api_auth_register_run(struct job *j, struct store *st)
 		api_auth_unavailable(j, st, "register");
 		return;
 	}
-	/* a taken address is answered without the bcrypt work */
-	if (api_auth_email_free(j, st, r->b.email, "register") != 0 ||
-	    api_auth_hash_new_password(j, r->b.password, hash, "register") != 0)
-		return;
 	/* the user and its first refresh token land together, or neither does */
-	if (store_begin(st) != 0) {
-		api_auth_unavailable(j, st, "register");
+	if (api_auth_account_begin(j, st, r, hash, "register") != 0)
 		return;
-	}
 	if (api_auth_user_create(j, st, r, hash, r->tier, &u, "register") != 0 ||
 	    api_auth_grant(j, st, r, &u, NULL, 1, 201, "register") != 0)
 		return;
@@ -860,6 +873,18 @@ api_auth_login(struct exchange *x)
 
 /* --- POST /auth/refresh ------------------------------------------------------------------ */
 
+/* A lookup of the refresh failed (s, not 0): STORE_NOTFOUND is the token's fault (401,
+ * msg), anything else the store's (503). The transaction is rolled back either way. */
+static void
+api_auth_refresh_refused(struct job *j, struct store *st, int s, const char *msg)
+{
+	if (s == STORE_NOTFOUND) {
+		store_rollback(st);
+		api_auth_token_error(j, "invalid_token", msg);
+	} else
+		api_auth_abort(j, st, "refresh");
+}
+
 static void
 api_auth_refresh_run(struct job *j, struct store *st)
 {
@@ -875,14 +900,10 @@ api_auth_refresh_run(struct job *j, struct store *st)
 		return;
 	}
 	s = store_refresh_get(st, c->jti, &row);
-	if (s == STORE_NOTFOUND ||
-	    (s == 0 && (strcmp(row.family, c->fam) != 0 || row.user_id != uid))) {
-		store_rollback(st);
-		api_auth_token_error(j, "invalid_token", "The refresh token is not valid.");
-		return;
-	}
+	if (s == 0 && (strcmp(row.family, c->fam) != 0 || row.user_id != uid))
+		s = STORE_NOTFOUND;
 	if (s != 0) {
-		api_auth_abort(j, st, "refresh");
+		api_auth_refresh_refused(j, st, s, "The refresh token is not valid.");
 		return;
 	}
 	s = store_refresh_mark_used(st, c->jti);
@@ -903,23 +924,13 @@ api_auth_refresh_run(struct job *j, struct store *st)
 		api_auth_token_error(j, "token_revoked", "The refresh token has been revoked.");
 		return;
 	}
-	if (s == STORE_NOTFOUND) {
-		store_rollback(st);
-		api_auth_token_error(j, "invalid_token", "The refresh token is not valid.");
-		return;
-	}
 	if (s != 0) {
-		api_auth_abort(j, st, "refresh");
+		api_auth_refresh_refused(j, st, s, "The refresh token is not valid.");
 		return;
 	}
 	s = store_user_by_id(st, uid, &u);
-	if (s == STORE_NOTFOUND) {
-		store_rollback(st);
-		api_auth_token_error(j, "invalid_token", "The user no longer exists.");
-		return;
-	}
 	if (s != 0) {
-		api_auth_abort(j, st, "refresh");
+		api_auth_refresh_refused(j, st, s, "The user no longer exists.");
 		return;
 	}
 	/* the old token is spent only if its successor is stored */
@@ -1023,22 +1034,30 @@ api_auth_logout(struct exchange *x)
 
 /* --- GET /auth/me ------------------------------------------------------------------------ */
 
+/* The user r's credentials name into u. 0, or -1 answered: 401 when the user is gone
+ * (deleted since its token was issued), 503 when the store fails. */
+static int
+api_auth_caller_user(struct job *j, struct store *st, const struct api_auth_req *r,
+                     struct store_user *u, const char *what)
+{
+	int s = st != NULL ? store_user_by_id(st, r->user_id, u) : -1;
+
+	if (s == STORE_NOTFOUND)
+		api_auth_token_error(j, "invalid_token", "The user no longer exists.");
+	else if (s != 0)
+		api_auth_unavailable(j, st, what);
+	return s == 0 ? 0 : -1;
+}
+
 static void
 api_auth_me_run(struct job *j, struct store *st)
 {
 	struct api_auth_req *r = j->arg;
 	struct store_user u;
 	cJSON *o;
-	int s = st != NULL ? store_user_by_id(st, r->user_id, &u) : -1;
 
-	if (s == STORE_NOTFOUND) {
-		api_auth_token_error(j, "invalid_token", "The user no longer exists.");
+	if (api_auth_caller_user(j, st, r, &u, "me") != 0)
 		return;
-	}
-	if (s != 0) {
-		api_auth_unavailable(j, st, "me");
-		return;
-	}
 	o = cJSON_CreateObject();
 	cJSON_AddNumberToObject(o, "user_id", (double)u.id);
 	cJSON_AddStringToObject(o, "email", u.email);
@@ -1057,6 +1076,25 @@ api_auth_me(struct exchange *x)
 
 /* --- POST /auth/api-keys ----------------------------------------------------------------- */
 
+/*
+ * Answers 201 with the new key k, whose whole text (key, keysize bytes, wiped here) is
+ * shown this once; with name: value too when name is not NULL.
+ */
+static void
+api_auth_new_key_reply(struct job *j, char *key, size_t keysize, const struct store_key *k,
+                       const char *name, int64_t value)
+{
+	cJSON *o = cJSON_CreateObject();
+
+	cJSON_AddStringToObject(o, "api_key", key);
+	cJSON_AddStringToObject(o, "prefix", k->prefix);
+	cJSON_AddStringToObject(o, "tier", k->tier);
+	if (name != NULL)
+		cJSON_AddNumberToObject(o, name, (double)value);
+	explicit_bzero(key, keysize);
+	api_util_set_object(j, 201, o, 503);
+}
+
 static void
 api_auth_keys_create_run(struct job *j, struct store *st)
 {
@@ -1064,17 +1102,9 @@ api_auth_keys_create_run(struct job *j, struct store *st)
 	char key[API_AUTH_KEY_LEN + 1];
 	struct store_user u;
 	struct store_key k;
-	cJSON *o;
-	int s = st != NULL ? store_user_by_id(st, r->user_id, &u) : -1;
 
-	if (s == STORE_NOTFOUND) {
-		api_auth_token_error(j, "invalid_token", "The user no longer exists.");
+	if (api_auth_caller_user(j, st, r, &u, "create key") != 0)
 		return;
-	}
-	if (s != 0) {
-		api_auth_unavailable(j, st, "create key");
-		return;
-	}
 	memset(&k, 0, sizeof(k));
 	util_strlcpy(k.tier, u.tier, sizeof(k.tier));
 	k.user_id = u.id;
@@ -1085,14 +1115,8 @@ api_auth_keys_create_run(struct job *j, struct store *st)
 		return;
 	}
 	api_auth_key_publish(&k);
-	o = cJSON_CreateObject();
-	cJSON_AddStringToObject(o, "api_key", key);
-	cJSON_AddStringToObject(o, "prefix", k.prefix);
-	cJSON_AddStringToObject(o, "tier", k.tier);
-	if (k.expires_at != 0)
-		cJSON_AddNumberToObject(o, "expires_at", (double)k.expires_at);
-	explicit_bzero(key, sizeof(key));
-	api_util_set_object(j, 201, o, 503);
+	api_auth_new_key_reply(j, key, sizeof(key), &k, k.expires_at != 0 ? "expires_at" : NULL,
+	                       k.expires_at);
 }
 
 void
@@ -1157,7 +1181,6 @@ api_auth_keys_rotate_run(struct job *j, struct store *st)
 	int64_t now = (int64_t)time(NULL);
 	char hash[STORE_HASH_MAX], key[API_AUTH_NEW_KEY_MAX];
 	struct store_key old, k;
-	cJSON *o;
 	int s, mine;
 
 	if (r->b.have & API_AUTH_API_KEY)
@@ -1190,13 +1213,7 @@ api_auth_keys_rotate_run(struct job *j, struct store *st)
 	}
 	api_auth_key_publish(&k);
 	api_auth_key_publish(&old);
-	o = cJSON_CreateObject();
-	cJSON_AddStringToObject(o, "api_key", key);
-	cJSON_AddStringToObject(o, "prefix", k.prefix);
-	cJSON_AddStringToObject(o, "tier", k.tier);
-	cJSON_AddNumberToObject(o, "previous_expires_at", (double)old.expires_at);
-	explicit_bzero(key, sizeof(key));
-	api_util_set_object(j, 201, o, 503);
+	api_auth_new_key_reply(j, key, sizeof(key), &k, "previous_expires_at", old.expires_at);
 }
 
 void
@@ -1341,14 +1358,9 @@ api_auth_migrate_run(struct job *j, struct store *st)
 			api_auth_unavailable(j, st, "migrate");
 		return;
 	}
-	if (api_auth_email_free(j, st, r->b.email, "migrate") != 0 ||
-	    api_auth_hash_new_password(j, r->b.password, pwhash, "migrate") != 0)
+	if (api_auth_account_begin(j, st, r, pwhash, "migrate") != 0)
 		return;
 	/* again under the write lock: two migrations of one key, one winner */
-	if (store_begin(st) != 0) {
-		api_auth_unavailable(j, st, "migrate");
-		return;
-	}
 	s = store_key_by_hash(st, khash, &k);
 	if (api_auth_migrate_key_ok(j, &k, s) != 0) {
 		if (s != 0 && s != STORE_NOTFOUND)
