@@ -112,9 +112,9 @@ cache_bg_possible(const struct exchange *x)
 	       !atomic_load_explicit(&gw.draining, memory_order_relaxed);
 }
 
-/* The request for the entry: GET, the client's end-to-end headers without Range and
- * the client's validators, then what proxy.c adds (X-Forwarded-*, X-Request-Id, the
- * identity) and the entry's own validators. -1 when it does not fit. */
+/* The request for the entry: GET, the client's end-to-end headers without Range, the
+ * body's framing and the client's validators, then what proxy.c adds (X-Forwarded-*,
+ * X-Request-Id, the identity) and the entry's own validators. -1 when it does not fit. */
 static int
 cache_bg_build(struct cache_bg *bg)
 {
@@ -130,7 +130,9 @@ cache_bg_build(struct cache_bg *bg)
 	for (int i = 0; i < m->nhdr; i++) {
 		const struct http_header *h = &m->hdr[i];
 
-		if (!proxy_request_header_forwarded(x, h) ||
+		/* no body goes with it (a GET's body, if any, is the client's business) */
+		if (!proxy_request_header_forwarded(x, h) || h->id == HTTP_H_CONTENT_LENGTH ||
+		    h->id == HTTP_H_TRANSFER_ENCODING ||
 		    util_strncaseeq(buf + h->name_off, h->name_len, "range"))
 			continue;
 		off = util_append(o, off, cap, buf + h->line_off, h->line_len);
