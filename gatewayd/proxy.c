@@ -403,9 +403,8 @@ proxy_make_request_id(struct exchange *x)
 	x->request_id_generated = 1;
 }
 
-/* Headers never forwarded to a backend, and those the gateway rewrites itself. */
-static int
-proxy_drop_request_header(const struct exchange *x, const struct http_header *h)
+int
+proxy_hop_header(const struct http_header *h)
 {
 	switch (h->id) {
 	case HTTP_H_CONNECTION:
@@ -413,10 +412,23 @@ proxy_drop_request_header(const struct exchange *x, const struct http_header *h)
 	case HTTP_H_PROXY_CONNECTION:
 	case HTTP_H_TE:
 	case HTTP_H_TRAILER:
+	case HTTP_H_X_REQUEST_ID:
+		return 1;
+	default:
+		return 0;
+	}
+}
+
+/* Headers never forwarded to a backend, and those the gateway rewrites itself. */
+static int
+proxy_drop_request_header(const struct exchange *x, const struct http_header *h)
+{
+	if (proxy_hop_header(h))
+		return 1;
+	switch (h->id) {
 	case HTTP_H_EXPECT:
 	case HTTP_H_X_FORWARDED_FOR:
 	case HTTP_H_X_FORWARDED_PROTO:
-	case HTTP_H_X_REQUEST_ID:
 	case HTTP_H_X_USER_ID:
 	case HTTP_H_X_USER_TIER:
 	case HTTP_H_PROXY_AUTHORIZATION:
@@ -630,13 +642,36 @@ proxy_line_without_key(struct exchange *x)
 	return off;
 }
 
+/*
+ * Queues on q the header lines of m (its text in buf) that go on: not those drop says
+ * stay, nor those its Connection header names. 0, or -1 when q is full.
+ */
+static int
+proxy_queue_headers(const struct exchange *x, struct sendq *q, const struct http_msg *m,
+                    const char *buf,
+                    int (*drop)(const struct exchange *, const struct http_header *))
+{
+	int named = proxy_connection_lists_others(m, buf);
+
+	for (int i = 0; i < m->nhdr; i++) {
+		const struct http_header *h = &m->hdr[i];
+
+		if (drop(x, h) ||
+		    (named && h->id == HTTP_H_OTHER && proxy_connection_named(m, buf, h)))
+			continue;
+		if (q->cnt >= SENDQ_MAX - 4)
+			return -1;
+		sendq_add(q, buf + h->line_off, h->line_len);
+	}
+	return 0;
+}
+
 /* 0 built, -2 the body already seen is over the limit, -1 any other failure. */
 static int
 proxy_build_request(struct exchange *x)
 {
 	const struct http_msg *m = &x->req;
 	const char *buf = x->in.data;
-	int named = proxy_connection_lists_others(m, buf);
 	int elen;
 
 	sendq_reset(&x->upq);
@@ -660,15 +695,8 @@ proxy_build_request(struct exchange *x)
 	} else {
 		sendq_add(&x->upq, buf, m->first_line_len);
 	}
-	for (int i = 0; i < m->nhdr; i++) {
-		const struct http_header *h = &m->hdr[i];
-		if (proxy_drop_request_header(x, h) ||
-		    (named && h->id == HTTP_H_OTHER && proxy_connection_named(m, buf, h)))
-			continue;
-		if (x->upq.cnt >= SENDQ_MAX - 4)
-			return -1;
-		sendq_add(&x->upq, buf + h->line_off, h->line_len);
-	}
+	if (proxy_queue_headers(x, &x->upq, m, buf, proxy_drop_request_header) != 0)
+		return -1;
 	elen = proxy_build_extra(x);
 	if (elen < 0)
 		return -1;
@@ -690,19 +718,7 @@ proxy_build_request(struct exchange *x)
 static int
 proxy_drop_response_header(const struct exchange *x, const struct http_header *h)
 {
-	switch (h->id) {
-	case HTTP_H_CONNECTION:
-	case HTTP_H_KEEP_ALIVE:
-	case HTTP_H_PROXY_CONNECTION:
-	case HTTP_H_TE:
-	case HTTP_H_TRAILER:
-	case HTTP_H_X_REQUEST_ID:
-		return 1;
-	case HTTP_H_UPGRADE:
-		return x->resp.status != 101;
-	default:
-		return 0;
-	}
+	return proxy_hop_header(h) || (h->id == HTTP_H_UPGRADE && x->resp.status != 101);
 }
 
 /* X-Geo-Country and X-Geo-Distance-Km for a located client (geo.c). */
@@ -730,7 +746,6 @@ proxy_build_response(struct exchange *x)
 	char *e = x->resp_extra;
 	size_t cap = sizeof(x->resp_extra), off = 0;
 	struct backend *b = x->b;
-	int named = proxy_connection_lists_others(m, buf);
 
 	sendq_reset(&x->cliq);
 	if (m->version_minor == 1) {
@@ -741,15 +756,8 @@ proxy_build_response(struct exchange *x)
 				 buf + m->reason_off);
 		sendq_add(&x->cliq, x->line_extra, (size_t)n);
 	}
-	for (int i = 0; i < m->nhdr; i++) {
-		const struct http_header *h = &m->hdr[i];
-		if (proxy_drop_response_header(x, h) ||
-		    (named && h->id == HTTP_H_OTHER && proxy_connection_named(m, buf, h)))
-			continue;
-		if (x->cliq.cnt >= SENDQ_MAX - 4)
-			return -1;
-		sendq_add(&x->cliq, buf + h->line_off, h->line_len);
-	}
+	if (proxy_queue_headers(x, &x->cliq, m, buf, proxy_drop_response_header) != 0)
+		return -1;
 	if (m->body == HTTP_BODY_EOF || !x->req.keep_alive ||
 	    atomic_load_explicit(&gw.draining, memory_order_relaxed))
 		x->close_client = 1;
@@ -1066,22 +1074,34 @@ proxy_connected(struct upconn *u)
 
 static const char proxy_continue[] = "HTTP/1.1 100 Continue\r\n\r\n";
 
+/* Flushes x's queue to the backend when it can be written: 1 all sent, 0 some remains
+ * (or not writable), -1 error. */
+static int
+proxy_flush_up(struct exchange *x)
+{
+	struct upconn *u = x->u;
+
+	return u->writable ? sendq_flush_fd(&x->upq, u->fd, upconn_writev, u) : 0;
+}
+
+/* The same for x's queue to the client (client_flush). */
+static int
+proxy_flush_client(struct exchange *x)
+{
+	return x->c->writable ? client_flush(x->c) : 0;
+}
+
 /* Request side: flush the queue to the backend, pull more body from the client. */
 static int
 proxy_step_request(struct exchange *x)
 {
-	struct upconn *u = x->u;
 	struct client *c = x->c;
 	int progress = 0;
 
 	if (!sendq_empty(&x->upq)) {
-		if (!u->writable)
-			return 0;
-		int r = sendq_flush_fd(&x->upq, u->fd, upconn_writev, u);
-		if (r < 0)
-			return -1;
-		if (r == 0)
-			return 0;
+		int r = proxy_flush_up(x);
+		if (r <= 0)
+			return r < 0 ? -1 : 0;
 		progress = 1;
 	}
 	if (x->req_body_left == 0) {
@@ -1230,17 +1250,12 @@ static int
 proxy_step_resp_body(struct exchange *x)
 {
 	struct upconn *u = x->u;
-	struct client *c = x->c;
 	int progress = 0;
 
 	if (!sendq_empty(&x->cliq)) {
-		if (!c->writable)
-			return 0;
-		int r = client_flush(c);
-		if (r < 0)
-			return -3;
-		if (r == 0)
-			return 0;
+		int r = proxy_flush_client(x);
+		if (r <= 0)
+			return r < 0 ? -3 : 0;
 		progress = 1;
 	}
 	if (x->resp_body_left == 0) {
@@ -1282,14 +1297,14 @@ proxy_step_tunnel(struct exchange *x)
 	struct client *c = x->c;
 	int progress = 0;
 
-	if (!sendq_empty(&x->cliq) && c->writable) {
-		int r = client_flush(c);
+	if (!sendq_empty(&x->cliq)) {
+		int r = proxy_flush_client(x);
 		if (r < 0)
 			return -3;
 		progress |= r;
 	}
-	if (!sendq_empty(&x->upq) && u->writable) {
-		int r = sendq_flush_fd(&x->upq, u->fd, upconn_writev, u);
+	if (!sendq_empty(&x->upq)) {
+		int r = proxy_flush_up(x);
 		if (r < 0)
 			return -3;
 		progress |= r;

@@ -138,6 +138,9 @@ void proxy_make_request_id(struct exchange *x);
 /* 1 when request header h of x goes to the backend (not hop-by-hop, not a credential
  * the route keeps, not a client validator a revalidation replaces): cache_bg.c. */
 int proxy_request_header_forwarded(const struct exchange *x, const struct http_header *h);
+/* 1 for the headers never passed on either way: hop-by-hop (RFC 9110 7.6.1) and
+ * X-Request-Id, which the gateway sets itself. */
+int proxy_hop_header(const struct http_header *h);
 /* Appends X-User-Id and X-User-Tier for an identified caller at dst + off; the new off. */
 size_t proxy_identity_headers(const struct exchange *x, char *dst, size_t off, size_t cap);
 /* Connects x to its picked backend and starts sending. */
