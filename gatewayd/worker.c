@@ -527,7 +527,7 @@ worker_start_all(struct runtime *rt, char *err, size_t errlen)
 	}
 	gw.nworkers = n;
 	for (int i = 0; i < n; i++) {
-		char name[16];
+		char name[32]; /* room for any int: -Wformat-truncation */
 
 		if (pthread_create(&gw.workers[i]->thread, NULL, worker_main, gw.workers[i]) != 0) {
 			snprintf(err, errlen, "pthread_create: %s", strerror(errno));
@@ -535,6 +535,7 @@ worker_start_all(struct runtime *rt, char *err, size_t errlen)
 		}
 		/* names for top -H and perf (at most 15 characters) */
 		snprintf(name, sizeof(name), "gw-worker%d", i);
+		name[15] = '\0'; /* the kernel's limit (GW_MAX_WORKERS keeps it whole) */
 		pthread_setname_np(gw.workers[i]->thread, name);
 	}
 	return 0;
