@@ -78,9 +78,10 @@ $(BIN)/gatetop: $(GATETOP_OBJ) $(BUILD)/libgw.a
 	@mkdir -p $(BIN)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS) $(CURSES_LIBS)
 
-$(BIN)/mockbackend: tests/mockbackend.c | $(DEPS_STAMP)
+# The mock links libgw.a for the gateway's HTTP tables (http_status_reason).
+$(BIN)/mockbackend: tests/mockbackend.c $(BUILD)/libgw.a | $(DEPS_STAMP)
 	@mkdir -p $(BIN)
-	$(CC) $(ALL_CFLAGS) -o $@ $< $(LDLIBS)
+	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libgw.a
 	@mkdir -p $(dir $@)

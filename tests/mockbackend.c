@@ -63,6 +63,8 @@
 #include <openssl/evp.h>
 #include <openssl/sha.h>
 
+#include "http.h"
+
 #define MOCK_MAX_PORTS 64
 #define MOCK_ID_MAX 64
 #define MOCK_RBUF_INIT 16384
@@ -344,73 +346,11 @@ sb_json_str(struct sbuf *b, const char *s, size_t n)
 	sb_add(b, "\"", 1);
 }
 
+/* The gateway's reason phrases (http.c), and the interim status only the mock sends. */
 static const char *
-http_reason(int status)
+mock_reason(int status)
 {
-	switch (status) {
-	case 100:
-		return "Continue";
-	case 101:
-		return "Switching Protocols";
-	case 103:
-		return "Early Hints";
-	case 200:
-		return "OK";
-	case 201:
-		return "Created";
-	case 202:
-		return "Accepted";
-	case 204:
-		return "No Content";
-	case 206:
-		return "Partial Content";
-	case 301:
-		return "Moved Permanently";
-	case 302:
-		return "Found";
-	case 304:
-		return "Not Modified";
-	case 307:
-		return "Temporary Redirect";
-	case 308:
-		return "Permanent Redirect";
-	case 400:
-		return "Bad Request";
-	case 401:
-		return "Unauthorized";
-	case 403:
-		return "Forbidden";
-	case 404:
-		return "Not Found";
-	case 405:
-		return "Method Not Allowed";
-	case 408:
-		return "Request Timeout";
-	case 409:
-		return "Conflict";
-	case 413:
-		return "Content Too Large";
-	case 414:
-		return "URI Too Long";
-	case 429:
-		return "Too Many Requests";
-	case 431:
-		return "Request Header Fields Too Large";
-	case 500:
-		return "Internal Server Error";
-	case 501:
-		return "Not Implemented";
-	case 502:
-		return "Bad Gateway";
-	case 503:
-		return "Service Unavailable";
-	case 504:
-		return "Gateway Timeout";
-	case 505:
-		return "HTTP Version Not Supported";
-	default:
-		return "Status";
-	}
+	return status == 103 ? "Early Hints" : http_status_reason(status);
 }
 
 /* Formatting the date costs more than the rest of a response head: once a second. */
@@ -707,7 +647,7 @@ resp_head(struct conn *c, int status, const char *ctype, long long clen, const c
 	struct sbuf *o = out_prep(c);
 
 	sb_printf(o, "HTTP/1.1 %d %s\r\nServer: mockbackend\r\nDate: %s\r\nX-Mock-Backend: %s\r\n",
-	          status, http_reason(status), http_date(), c->l->id);
+	          status, mock_reason(status), http_date(), c->l->id);
 	if (ctype != NULL)
 		sb_printf(o, "Content-Type: %s\r\n", ctype);
 	if (clen >= 0)
@@ -1485,7 +1425,7 @@ handle_status(struct conn *c)
 		/* A 1xx cannot be final: send it as an interim answer, then a real one. */
 		if (c->req.minor == 1)
 			sb_printf(out_prep(c), "HTTP/1.1 %d %s\r\n\r\n", (int)n,
-			          http_reason((int)n));
+			          mock_reason((int)n));
 		respond_json(c, 200, NULL, b);
 		return;
 	}
