@@ -1076,13 +1076,12 @@ body_avail(const struct conn *c)
 
 static int request_complete(struct conn *c);
 
+/* Takes what has arrived of the body_left bytes still due (a Content-Length body, a chunk). */
 static int
-step_body_cl(struct conn *c)
+body_take_due(struct conn *c)
 {
 	size_t k = body_avail(c);
 
-	if (c->req.body_left == 0)
-		return request_complete(c);
 	if (k == 0)
 		return S_NEED_INPUT;
 	if (k > c->req.body_left)
@@ -1090,6 +1089,14 @@ step_body_cl(struct conn *c)
 	body_take(c, k);
 	c->req.body_left -= k;
 	return S_AGAIN;
+}
+
+static int
+step_body_cl(struct conn *c)
+{
+	if (c->req.body_left == 0)
+		return request_complete(c);
+	return body_take_due(c);
 }
 
 /* Finds one line after the head (chunk size or trailer): its length, or 0 if incomplete. */
@@ -1152,19 +1159,11 @@ step_chunk_size(struct conn *c)
 static int
 step_chunk_data(struct conn *c)
 {
-	size_t k = body_avail(c);
-
 	if (c->req.body_left == 0) {
 		c->state = ST_CHUNK_CRLF;
 		return S_AGAIN;
 	}
-	if (k == 0)
-		return S_NEED_INPUT;
-	if (k > c->req.body_left)
-		k = (size_t)c->req.body_left;
-	body_take(c, k);
-	c->req.body_left -= k;
-	return S_AGAIN;
+	return body_take_due(c);
 }
 
 static int
