@@ -251,15 +251,23 @@ worker_accept(evutil_socket_t fd, short what, void *arg)
 	/* More may be pending: with a level-triggered listener the loop calls again. */
 }
 
+/* Resets the eventfd fd (name for the log) that woke w and brings w's clock up to date. */
+static void
+worker_eventfd_read(struct worker *w, evutil_socket_t fd, const char *name)
+{
+	uint64_t v;
+
+	if (read(fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+		log_warn("worker %d: %s", w->id, name);
+	w->now_ms = util_now_ms();
+}
+
 static void
 worker_wakeup(evutil_socket_t fd, short what, void *arg)
 {
 	struct worker *w = arg;
-	uint64_t v;
 
-	if (read(fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
-		log_warn("worker %d: eventfd", w->id);
-	w->now_ms = util_now_ms();
+	worker_eventfd_read(w, fd, "eventfd");
 	worker_rt_refresh(w);
 	if (atomic_load(&gw.draining)) {
 		for (int i = 0; i < w->nlisteners; i++) {
@@ -277,11 +285,8 @@ static void
 worker_jobs_done(evutil_socket_t fd, short what, void *arg)
 {
 	struct worker *w = arg;
-	uint64_t v;
 
-	if (read(fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
-		log_warn("worker %d: jobs eventfd", w->id);
-	w->now_ms = util_now_ms();
+	worker_eventfd_read(w, fd, "jobs eventfd");
 	jobs_complete(w);
 }
 
