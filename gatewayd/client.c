@@ -369,30 +369,27 @@ client_event(evutil_socket_t fd, short what, void *arg)
 	client_run(c);
 }
 
-/* Maps a parser error to the SPEC section 4 answer. */
+/* Maps a parser error to the SPEC section 4 answer (the last row: any other error). */
 static void
 client_parse_error(struct exchange *x, int r)
 {
+	static const struct {
+		int err, status;
+		const char *code, *message;
+	} answers[] = {
+	    {HTTP_E_URI_TOO_LONG, 414, "uri_too_long", "The request URI is too long."},
+	    {HTTP_E_HEADERS_TOO_LARGE, 431, "headers_too_large",
+	     "The request headers are too large."},
+	    {HTTP_E_NOT_IMPLEMENTED, 501, "invalid_request", "Unsupported transfer coding."},
+	    {HTTP_E_VERSION, 505, "invalid_request", "Only HTTP/1.0 and HTTP/1.1 are supported."},
+	    {0, 400, "invalid_request", "Malformed HTTP request."},
+	};
+	size_t i = 0, last = sizeof(answers) / sizeof(answers[0]) - 1;
+
+	while (i < last && answers[i].err != r)
+		i++;
 	x->close_client = 1;
-	switch (r) {
-	case HTTP_E_URI_TOO_LONG:
-		respond_error(x, 414, "uri_too_long", "The request URI is too long.", NULL, NULL);
-		break;
-	case HTTP_E_HEADERS_TOO_LARGE:
-		respond_error(x, 431, "headers_too_large", "The request headers are too large.",
-			      NULL, NULL);
-		break;
-	case HTTP_E_NOT_IMPLEMENTED:
-		respond_error(x, 501, "invalid_request", "Unsupported transfer coding.", NULL, NULL);
-		break;
-	case HTTP_E_VERSION:
-		respond_error(x, 505, "invalid_request", "Only HTTP/1.0 and HTTP/1.1 are supported.",
-			      NULL, NULL);
-		break;
-	default:
-		respond_error(x, 400, "invalid_request", "Malformed HTTP request.", NULL, NULL);
-		break;
-	}
+	respond_error(x, answers[i].status, answers[i].code, answers[i].message, NULL, NULL);
 }
 
 /*
