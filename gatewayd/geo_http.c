@@ -19,6 +19,7 @@
 #include "cidr.h"
 #include "geo.h"
 #include "gw.h"
+#include "jobs.h"
 #include "log.h"
 #include "proxy.h"
 #include "util.h"
@@ -261,18 +262,12 @@ static void
 geo_http_finish(struct geo_http_req *r, const struct geo_loc *loc, int found)
 {
 	for (int i = 0; i < r->nwaiters; i++) {
-		struct exchange *x = r->waiters[i];
-		struct client *c = x->c;
+		struct client *c = jobs_wait_end(r->waiters[i]);
 
-		x->job_pending = 0;
-		if (c == NULL) {
-			client_exchange_release(x); /* the client left while it waited */
+		if (c == NULL)
 			continue;
-		}
-		x->phase = X_HEAD;
-		geo_resume(x, loc, found);
-		if (!c->closed)
-			client_run(c);
+		geo_resume(r->waiters[i], loc, found);
+		jobs_wait_resume(c);
 	}
 }
 

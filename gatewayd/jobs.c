@@ -212,6 +212,27 @@ jobs_submit(struct job *j)
 	jobs_enqueue(j);
 }
 
+struct client *
+jobs_wait_end(struct exchange *x)
+{
+	struct client *c = x->c;
+
+	x->job_pending = 0;
+	if (c == NULL) {
+		client_exchange_release(x); /* the client left while x waited */
+		return NULL;
+	}
+	x->phase = X_HEAD; /* no longer waiting; the answer sets the phase */
+	return c;
+}
+
+void
+jobs_wait_resume(struct client *c)
+{
+	if (!c->closed)
+		client_run(c);
+}
+
 void
 jobs_complete(struct worker *w)
 {
@@ -230,23 +251,15 @@ jobs_complete(struct worker *w)
 	}
 	while (rev != NULL) {
 		struct job *j = rev;
-		struct exchange *x = j->x;
-		struct client *c = x->c;
+		struct client *c = jobs_wait_end(j->x);
 
 		rev = j->next;
-		x->job_pending = 0;
-		if (c == NULL) {
-			/* the client left while the job ran */
-			client_exchange_release(x);
-		} else {
-			x->phase = X_HEAD; /* no longer waiting; the answer sets the phase */
-			if (j->done != NULL)
-				j->done(j);
-			else
-				jobs_respond(j);
-		}
+		if (c != NULL && j->done != NULL)
+			j->done(j);
+		else if (c != NULL)
+			jobs_respond(j);
 		jobs_free(j);
-		if (c != NULL && !c->closed)
-			client_run(c);
+		if (c != NULL)
+			jobs_wait_resume(c);
 	}
 }

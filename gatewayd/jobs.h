@@ -60,4 +60,15 @@ void jobs_detached(void (*fn)(struct store *st, void *arg), void *arg, void (*fr
 /* Called by a worker's eventfd handler: runs done() for every finished job. */
 void jobs_complete(struct worker *w);
 
+struct client;
+/*
+ * Ends the wait of x in X_WAIT (for a job, and the same for a geolocation lookup or a
+ * Redis reply): x goes back to X_HEAD for its caller to answer, then
+ * jobs_wait_resume(the client returned). NULL when the client left meanwhile: x is
+ * released then and must not be touched again.
+ */
+struct client *jobs_wait_end(struct exchange *x);
+/* Runs c again once the caller of jobs_wait_end answered it (unless c closed). */
+void jobs_wait_resume(struct client *c);
+
 #endif

@@ -705,17 +705,12 @@ redis_rate_of(const struct exchange *x)
 static void
 redis_resume(struct exchange *x, int verdict, const struct ratelimit_result *res)
 {
-	struct client *c = x->c;
+	struct client *c = jobs_wait_end(x);
 
-	x->job_pending = 0;
-	if (c == NULL) {
-		client_exchange_release(x);
+	if (c == NULL)
 		return;
-	}
-	x->phase = X_HEAD;
 	router_tier_resume(x, verdict, res);
-	if (!c->closed)
-		client_run(c);
+	jobs_wait_resume(c);
 }
 
 /* The decision of reply rep for x, or -1 when it is not one. */
