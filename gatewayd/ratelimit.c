@@ -367,9 +367,10 @@ ratelimit_free(struct ratelimit *rl)
 	free(rl);
 }
 
-int
-ratelimit_check_us(struct ratelimit *rl, const void *key, size_t keylen,
-                   const struct conf_rate *rate, uint64_t now_us, struct ratelimit_result *out)
+/* ratelimit_check with the time in nanoseconds. */
+static int
+ratelimit_check_ns(struct ratelimit *rl, const void *key, size_t keylen,
+                   const struct conf_rate *rate, uint64_t now_ns, struct ratelimit_result *out)
 {
 	struct ratelimit_gcra g;
 
@@ -377,22 +378,24 @@ ratelimit_check_us(struct ratelimit *rl, const void *key, size_t keylen,
 		ratelimit_unlimited(out);
 		return 0;
 	}
-	ratelimit_decide(rl, key, keylen, &g, ratelimit_sat_mul(now_us, RATELIMIT_NS_PER_US), out);
+	ratelimit_decide(rl, key, keylen, &g, now_ns, out);
 	return 0;
+}
+
+int
+ratelimit_check_us(struct ratelimit *rl, const void *key, size_t keylen,
+                   const struct conf_rate *rate, uint64_t now_us, struct ratelimit_result *out)
+{
+	return ratelimit_check_ns(rl, key, keylen, rate,
+	                          ratelimit_sat_mul(now_us, RATELIMIT_NS_PER_US), out);
 }
 
 int
 ratelimit_check(struct ratelimit *rl, const void *key, size_t keylen, const struct conf_rate *rate,
                 uint64_t now_ms, struct ratelimit_result *out)
 {
-	struct ratelimit_gcra g;
-
-	if (ratelimit_gcra_of(rate, &g) == -1) {
-		ratelimit_unlimited(out);
-		return 0;
-	}
-	ratelimit_decide(rl, key, keylen, &g, ratelimit_sat_mul(now_ms, RATELIMIT_NS_PER_MS), out);
-	return 0;
+	return ratelimit_check_ns(rl, key, keylen, rate,
+	                          ratelimit_sat_mul(now_ms, RATELIMIT_NS_PER_MS), out);
 }
 
 void
