@@ -89,14 +89,21 @@ control_merge(cJSON *o)
 	return ok;
 }
 
+/* Replies with the object fn makes of the current runtime (stats.c, geo.c). */
+static void
+control_runtime_reply(struct control_reply *r, cJSON *(*fn)(const struct runtime *))
+{
+	struct runtime *rt = runtime_acquire();
+	cJSON *o = fn(rt);
+
+	runtime_unref(rt);
+	r->ok = control_merge(o);
+}
+
 static void
 control_status(const struct proto_request *q, struct control_reply *r)
 {
-	struct runtime *rt = runtime_acquire();
-	cJSON *s = stats_json(rt);
-
-	runtime_unref(rt);
-	r->ok = control_merge(s);
+	control_runtime_reply(r, stats_json);
 }
 
 static void
@@ -1099,11 +1106,7 @@ control_cache_purge(const struct proto_request *q, struct control_reply *r)
 static void
 control_geo(const struct proto_request *q, struct control_reply *r)
 {
-	struct runtime *rt = runtime_acquire();
-	cJSON *o = geo_stats_json(rt);
-
-	runtime_unref(rt);
-	r->ok = control_merge(o);
+	control_runtime_reply(r, geo_stats_json);
 }
 
 typedef void (*control_fn)(const struct proto_request *, struct control_reply *);
