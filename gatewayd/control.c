@@ -966,31 +966,51 @@ control_directive_known(const char *name)
 }
 
 /*
+ * The config line with every URL password masked as "***" (its length is not shown):
+ * "scheme://user:***@host" and libpq's "password=***" query parameter. `config get`
+ * must not hand out the credentials of the database or of Redis. Caller frees.
+ */
+static char *
+control_redact_url(const char *line)
+{
+	size_t n = strlen(line);
+	char *out = xmalloc(2 * n + 16), *o = out; /* "a:b@" grows by 2: at most n/4 times */
+	const char *s = line;
+
+	while (*s != '\0') {
+		if (strncmp(s, "://", 3) == 0) {
+			const char *auth = s + 3, *end = auth + strcspn(auth, "/ \t?#");
+			const char *at = memchr(auth, '@', (size_t)(end - auth));
+			const char *colon = at ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
+
+			if (colon != NULL) {
+				memcpy(o, s, (size_t)(colon + 1 - s));
+				o += colon + 1 - s;
+				memcpy(o, "***", 3);
+				o += 3;
+				s = at;
+				continue;
+			}
+		}
+		if ((*s == '?' || *s == '&') && strncasecmp(s + 1, "password=", 9) == 0) {
+			memcpy(o, s, 10);
+			o += 10;
+			memcpy(o, "***", 3);
+			o += 3;
+			s += 10 + strcspn(s + 10, "& \t#");
+			continue;
+		}
+		*o++ = *s++;
+	}
+	*o = '\0';
+	return out;
+}
+
+/*
  * config get: the lines that define name in the running configuration (the -d and
  * gatectl overrides, else the file's lines); none means the built-in default.
  * strategy and backend are read from the running gateway, as they change live.
  */
-/*
- * Masks the password of every URL in a directive line in place
- * ("redis://:secret@h" -> "redis://:********@h", "postgresql://u:pw@h/db" likewise):
- * `config get` must not hand out the credentials of the database or of Redis.
- */
-static void
-control_redact_url(char *line)
-{
-	for (char *p = strstr(line, "://"); p != NULL; p = strstr(p, "://")) {
-		char *auth = p + 3, *end = auth + strcspn(auth, "/ \t?#"), *at, *colon;
-
-		p = auth;
-		at = memchr(auth, '@', (size_t)(end - auth));
-		if (at == NULL)
-			continue;
-		colon = memchr(auth, ':', (size_t)(at - auth));
-		if (colon != NULL)
-			memset(colon + 1, '*', (size_t)(at - colon - 1));
-	}
-}
-
 static void
 control_config_get(const struct proto_request *q, struct control_reply *r)
 {
@@ -1039,8 +1059,12 @@ control_config_get(const struct proto_request *q, struct control_reply *r)
 	}
 	cJSON_ArrayForEach(it, lines)
 	{
-		if (cJSON_IsString(it))
-			control_redact_url(it->valuestring);
+		if (cJSON_IsString(it)) {
+			char *masked = control_redact_url(it->valuestring);
+
+			cJSON_SetValuestring(it, masked);
+			free(masked);
+		}
 	}
 	cJSON_AddStringToObject(r->ok, "source", source);
 }

@@ -808,10 +808,15 @@ class ConfigSecretsTest(GatectlCase):
         if not os.access(GATECTL, os.X_OK):
             self.skipTest('bin/gatectl is not built')
         # nothing listens on port 1: the limiter falls back to local limits (open)
-        self.start(extra='redis redis://:s3cret-pass@127.0.0.1:1/0\nredis_failure open')
+        self.start(extra='redis redis://:s3cret-pass@127.0.0.1:1/0\nredis_failure open\n'
+                         'geo_http http://user:x@127.0.0.1:1/{ip}?password=hunter2&x=1')
 
     def test_config_get_masks_passwords(self):
         j = self.ok_json('config', 'get', 'redis')
-        self.assertEqual(j['lines'], ['redis redis://:***********@127.0.0.1:1/0'], j)
+        # a fixed mask: the password's length is not told either
+        self.assertEqual(j['lines'], ['redis redis://:***@127.0.0.1:1/0'], j)
         out = self.ok('config', 'get', 'redis')
         self.assertNotIn('s3cret', out)
+        j = self.ok_json('config', 'get', 'geo_http')
+        self.assertEqual(j['lines'],
+                         ['geo_http http://user:***@127.0.0.1:1/{ip}?password=***&x=1'], j)
