@@ -1082,16 +1082,12 @@ cache_drop_stored(const struct http_msg *m, const char *buf, const struct http_h
 {
 	const char *n = buf + h->name_off;
 
+	if (proxy_hop_header(h))
+		return 1;
 	switch (h->id) {
-	case HTTP_H_CONNECTION:
-	case HTTP_H_KEEP_ALIVE:
-	case HTTP_H_PROXY_CONNECTION:
-	case HTTP_H_TE:
-	case HTTP_H_TRAILER:
 	case HTTP_H_TRANSFER_ENCODING:
 	case HTTP_H_UPGRADE:
 	case HTTP_H_CONTENT_LENGTH:
-	case HTTP_H_X_REQUEST_ID:
 		return 1;
 	case HTTP_H_OTHER:
 		break;
