@@ -4,7 +4,9 @@
 #   plain  nothing else
 #   alog   the access log written to a file
 #   obs    gatetop (in a private tmux server) and a /ws client reading, pinned to
-#          OBS_CPU (default 1, the load generator's CPU; 0 = the server's)
+#          OBS_CPU (default 1, the load generator's CPU; 0 = the server's); with
+#          OBS_IDLE=1 they run at SCHED_IDLE (chrt --idle), on the CPU time the load
+#          generator leaves, so that what is measured is the gateway's own cost
 #   full   both
 # Run it ad hoc under ../shared/bench/run.sh, e.g.
 #   LABEL=full ../shared/bench/run.sh -b yes full scripts/bench/observed.sh full
@@ -30,9 +32,11 @@ ws=
 tmux_started=
 case $MODE in obs | full)
 	sleep 0.5
-	taskset -c "${OBS_CPU:-1}" tmux -L gwobserved new-session -d -x 120 -y 40 \
+	idle=
+	[ "${OBS_IDLE:-0}" = 1 ] && idle="chrt --idle 0"
+	$idle taskset -c "${OBS_CPU:-1}" tmux -L gwobserved new-session -d -x 120 -y 40 \
 		"$GT -s ipc:///tmp/gwbench-gatewayd.pub -c ipc:///tmp/gwbench-gatewayd.ctl" && tmux_started=1
-	taskset -c "${OBS_CPU:-1}" python3 "$HERE/ws_reader.py" 8080 &
+	$idle taskset -c "${OBS_CPU:-1}" python3 "$HERE/ws_reader.py" 8080 &
 	ws=$!
 	;;
 esac
