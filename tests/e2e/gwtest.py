@@ -768,6 +768,15 @@ class LoadResult:
             self.percentile(99) * 1e3)
 
 
+def run_parallel(fn, n, timeout=60.0):
+    """Runs fn(0) .. fn(n-1) in n threads and waits for them (each join bounded)."""
+    ts = [threading.Thread(target=fn, args=(i,), daemon=True) for i in range(n)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(timeout)
+
+
 def load(port, path='/', threads=8, requests=100, method='GET', headers=None, body=None,
          keepalive=True, timeout=DEFAULT_TIMEOUT, host=HOST, duration=60.0, tls=False):
     """N threads x M requests; returns a LoadResult (status counts, error counts, latencies).

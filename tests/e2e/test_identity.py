@@ -227,11 +227,7 @@ class IdentityCase(gwtest.GatewayTestCase):
                 out[i] = j
             except Exception as e:  # reported below
                 errors.append(repr(e))
-        threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(30)
+        gwtest.run_parallel(one, n, 30)
         self.assertFalse(errors, errors)
         return out
 

@@ -99,11 +99,7 @@ class RedisCase(IdentityCase):
             except Exception as e:  # reported below
                 with lock:
                     errors.append(repr(e))
-        ts = [threading.Thread(target=worker, args=(t,)) for t in range(threads)]
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join(60)
+        gwtest.run_parallel(worker, threads, 60)
         self.assertFalse(errors, errors)
         self.assertEqual(sum(counts.values()), total, counts)
         return counts
