@@ -1252,6 +1252,13 @@ proxy_step_resp_body(struct exchange *x)
 	struct upconn *u = x->u;
 	int progress = 0;
 
+	if (x->resp_body_left == 0 && !x->resp_settled) {
+		/* Before the last bytes go out: a client that has the whole response and asks
+		 * again, on any worker, finds it stored (or, after an unsafe method, gone). */
+		x->resp_settled = 1;
+		if (x->route != NULL && x->route->cache)
+			cache_response_done(x);
+	}
 	if (!sendq_empty(&x->cliq)) {
 		int r = proxy_flush_client(x);
 		if (r <= 0)
@@ -1478,7 +1485,5 @@ proxy_finish(struct exchange *x)
 		x->close_client = 1; /* the backend answered before the body was read */
 	proxy_release_backend(x, reusable);
 	x->b = NULL;
-	if (x->route != NULL && x->route->cache)
-		cache_response_done(x);
 	client_exchange_done(x);
 }
