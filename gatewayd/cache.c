@@ -8,10 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#if __has_include("accesslog.h") /* lands with the access log (same release) */
 #include "accesslog.h"
-#define CACHE_ACCESSLOG 1
-#endif
 #include "api.h"
 #include "api_util.h"
 #include "cache.h"
@@ -693,9 +690,7 @@ cache_serve(struct exchange *x, enum cache_result r)
 	x->bytes_out = nm || x->req.method == HTTP_M_HEAD ? 0 : e->body_len;
 	x->phase = X_LOCAL;
 	metrics_request(x->w, x->status, NULL, x->start_us);
-#ifdef CACHE_ACCESSLOG
 	accesslog_request(x, x->status, NULL, x->bytes_out, NULL);
-#endif
 	if (x->c->writable) {
 		int rc = client_flush(x->c);
 		if (rc < 0) {

@@ -1245,6 +1245,28 @@ proxy_step_resp_head(struct exchange *x)
 	return 1;
 }
 
+/*
+ * The backend's response is complete; its last bytes may still be queued for the client.
+ * Counted, logged and stored in the cache now, before they go out: a client that holds
+ * the whole response finds it in /metrics, /logs and the cache, whichever worker it asks
+ * next (the local answers of respond.c and cache.c count before their flush too).
+ */
+static void
+proxy_settle(struct exchange *x)
+{
+	x->resp_settled = 1;
+	proxy_record(x, x->resp.status >= 500);
+	metrics_request(x->w, x->resp.status, x->b, x->start_us);
+	metrics_geo(x->w, x->b, x->geo_country);
+	accesslog_request(x, x->resp.status, x->b, x->bytes_out, NULL);
+	if (x->resp.status < 500)
+		circuit_success(&x->b->circuit, x->w->now_ms);
+	if (x->resp.status >= 500)
+		worker_counter_add(&x->w->st_errors, 1);
+	if (x->route != NULL && x->route->cache)
+		cache_response_done(x);
+}
+
 /* Response body: flush to the client, read more from the backend. */
 static int
 proxy_step_resp_body(struct exchange *x)
@@ -1252,13 +1274,8 @@ proxy_step_resp_body(struct exchange *x)
 	struct upconn *u = x->u;
 	int progress = 0;
 
-	if (x->resp_body_left == 0 && !x->resp_settled) {
-		/* Before the last bytes go out: a client that has the whole response and asks
-		 * again, on any worker, finds it stored (or, after an unsafe method, gone). */
-		x->resp_settled = 1;
-		if (x->route != NULL && x->route->cache)
-			cache_response_done(x);
-	}
+	if (x->resp_body_left == 0 && !x->resp_settled)
+		proxy_settle(x);
 	if (!sendq_empty(&x->cliq)) {
 		int r = proxy_flush_client(x);
 		if (r <= 0)
@@ -1473,14 +1490,6 @@ proxy_finish(struct exchange *x)
 	 */
 	if (x->u != NULL && x->short_read && !x->u->hup)
 		x->u->readable = 0;
-	proxy_record(x, x->resp.status >= 500);
-	metrics_request(x->w, x->resp.status, x->b, x->start_us);
-	metrics_geo(x->w, x->b, x->geo_country);
-	accesslog_request(x, x->resp.status, x->b, x->bytes_out, NULL);
-	if (x->resp.status < 500)
-		circuit_success(&x->b->circuit, x->w->now_ms);
-	if (x->resp.status >= 500)
-		worker_counter_add(&x->w->st_errors, 1);
 	if (!x->req_done)
 		x->close_client = 1; /* the backend answered before the body was read */
 	proxy_release_backend(x, reusable);

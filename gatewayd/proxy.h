@@ -102,7 +102,7 @@ struct exchange {
 	uint8_t resp_started;  /* a response byte arrived */
 	uint8_t resp_head_sent; /* client got the response head */
 	uint8_t resp_done;
-	uint8_t resp_settled;  /* the cache saw the whole response (cache_response_done) */
+	uint8_t resp_settled;  /* counted, logged, cached (proxy_settle) */
 	uint8_t sent_continue;
 	uint8_t close_client;  /* close after this response */
 	uint8_t buffered;      /* the whole request is still in `in`: retryable */
