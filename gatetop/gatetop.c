@@ -70,7 +70,7 @@ gatetop_subscribe(struct gatetop *g)
 		if ((rv = nng_socket_set(g->sock, NNG_OPT_SUB_SUBSCRIBE, topics[i],
 		                         strlen(topics[i]))) != 0)
 			goto fail;
-	/* log lines come in bursts of up to 100 a second: room for a few ticks of them */
+	/* log lines come at up to PUBLISH_LOG_PER_SECOND (25) a second: room for many ticks */
 	if ((rv = nng_socket_set_int(g->sock, NNG_OPT_RECVBUF, 1024)) != 0 ||
 	    (rv = nng_socket_set_ms(g->sock, NNG_OPT_RECONNMINT, 100)) != 0 ||
 	    (rv = nng_socket_set_ms(g->sock, NNG_OPT_RECONNMAXT, 1000)) != 0 ||

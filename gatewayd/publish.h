@@ -21,8 +21,10 @@
 struct config;
 
 /* log messages a second: every request up to this rate, then one in N, N from the last
- * second's rate, so that the stream stays near this rate and spread over the second */
-#define PUBLISH_LOG_PER_SECOND 100
+ * second's rate, so that the stream stays near this rate and spread over the second.
+ * More than a person reads, and than gatetop's stream pane shows at its 1 Hz redraw;
+ * each message costs every subscriber a wake-up (and /ws clients a frame). */
+#define PUBLISH_LOG_PER_SECOND 25
 #define PUBLISH_TOP_KEYS 20
 
 /* Opens the PUB socket on cfg->publish. 0, or -1 with a message in err. */
