@@ -397,7 +397,7 @@ accesslog_flush(void)
 }
 
 /* One record: kept for /logs, counted for the stats message, written and sampled.
- * With recent_lock held (by accesslog_drain, once a pass). */
+ * With recent_lock held (by accesslog_drain), and room for a line in the output. */
 static void
 accesslog_take(const struct accesslog_rec *r)
 {
@@ -413,12 +413,8 @@ accesslog_take(const struct accesslog_rec *r)
 	publish_count(r);
 	if (alog.fp == NULL && !publish)
 		return;
-	if (alog.fp != NULL) {
-		/* formatted in place, at the end of the pass's output */
-		if (alog.outlen + ACCESSLOG_LINE_MAX > ACCESSLOG_OUT_MAX)
-			accesslog_flush();
-		dst = alog.out + alog.outlen;
-	}
+	if (alog.fp != NULL)
+		dst = alog.out + alog.outlen; /* in place, at the end of the pass's output */
 	n = accesslog_format(r, alog.wall_offset_us, dst, ACCESSLOG_LINE_MAX - 1);
 	if (n == 0)
 		return;
@@ -457,6 +453,14 @@ accesslog_drain(void)
 	for (;;) {
 		const struct accesslog_rec *best = NULL;
 		int bi = -1;
+
+		if (alog.outlen + ACCESSLOG_LINE_MAX > ACCESSLOG_OUT_MAX) {
+			/* the output is full: written without the lock, so that /logs never
+			 * waits for the disk */
+			pthread_mutex_unlock(&alog.recent_lock);
+			accesslog_flush();
+			pthread_mutex_lock(&alog.recent_lock);
+		}
 
 		for (int i = 0; i < n; i++) {
 			const struct accesslog_rec *r;

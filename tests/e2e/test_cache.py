@@ -12,6 +12,8 @@ import hashlib
 import hmac
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -159,6 +161,24 @@ class TestHitMiss(CacheTest):
         self.assertEqual(r.header('X-Cache'), 'HIT')
         self.assertEqual(r.json()['headers'].get('accept-language'), 'de')
         self.assertEqual(self.xcache('/cacheable?vary=1'), 'MISS')
+
+    def test_stored_before_the_client_has_it(self):
+        # The cache has the response (or has dropped it, after an unsafe method) before
+        # its last byte reaches the client: the next request, on a new connection that
+        # either worker may take, sees it at once. The window of the old order (store
+        # after the flush) opens when the worker is preempted right after its write:
+        # two busy processes, for the loop only, make that happen.
+        spin = 'import time\nend = time.time() + 20\nwhile time.time() < end: pass\n'
+        for _ in range(2):
+            p = subprocess.Popen([sys.executable, '-c', spin])
+            self.addCleanup(p.wait)
+            self.addCleanup(p.kill)
+        for i in range(150):
+            path = '/cacheable?race=%d' % i
+            self.assertEqual(self.xcache(path), 'MISS', i)
+            self.assertEqual(self.xcache(path), 'HIT', i)
+            self.assertEqual(self.gw.request('POST', path, body=b'x').status, 200)
+            self.assertEqual(self.xcache(path), 'MISS', i)
 
     def test_request_no_cache_revalidates(self):
         self.assertEqual(self.xcache('/cacheable?x=1'), 'MISS')
