@@ -207,8 +207,15 @@ jobs_detached(void (*fn)(struct store *st, void *arg), void *arg, void (*free_ar
 void
 jobs_submit(struct job *j)
 {
-	j->x->phase = X_WAIT;
-	j->x->job_pending = 1;
+	struct exchange *x = j->x;
+
+	x->phase = X_WAIT;
+	x->job_pending = 1;
+	/* The wait is for an answer, as for a backend's: the client's header deadline,
+	 * still running from the request's first byte, must not cut it (a statement the
+	 * database holds for seconds, bcrypt behind a queue). The store bounds its own
+	 * waits (STORE_PG_ANSWER_MS, lock_timeout, connect_timeout) well inside it. */
+	x->c->deadline_ms = x->w->now_ms + x->rt->cfg->timeouts.response_ms;
 	jobs_enqueue(j);
 }
 

@@ -1,6 +1,9 @@
+#include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include <libpq-fe.h>
@@ -28,6 +31,10 @@
  * that failed because the connection broke under it is retried once on a new connection
  * when it ran outside an explicit transaction: after a server restart every pooled
  * connection is stale, and the first statement on each would otherwise fail for nothing.
+ * A server that stops answering (frozen, or a network path that drops everything) is
+ * given STORE_PG_ANSWER_MS per statement: then the connection is closed, the statement
+ * fails (not retried) and the next one reconnects, instead of a pool thread waiting for
+ * TCP keepalives. Migrations and --fresh-db wait for as long as they take.
  * (The server cannot have run it unless it died after executing and before answering;
  * our writes are upserts or conditional updates, and an INSERT that did land answers
  * STORE_EXISTS on the retry.) Inside a transaction the lost work cannot be replayed, so
@@ -35,6 +42,9 @@
  */
 
 #define STORE_PG_LOCK_MS 5000
+/* How long a data statement may go unanswered (longer than lock_timeout, whose own
+ * error says more). */
+#define STORE_PG_ANSWER_MS 10000
 /* The advisory lock that serialises migrations of one database: "gatewayd" in ASCII. */
 #define STORE_PG_MIGRATION_LOCK "7453010373645639012"
 #define STORE_PG_MAX_PARAMS 8
@@ -133,6 +143,7 @@ struct store_pg {
 	int64_t last_id;
 	int in_tx;               /* store_begin's transaction is open */
 	int tx_lost;             /* ... and the connection broke inside it */
+	int timed_out;           /* the last statement went unanswered (store_pg_answer) */
 	char prepared[ST_COUNT]; /* on this session (cleared when it is reset) */
 };
 
@@ -497,6 +508,65 @@ store_pg_sql(enum store_stmt_id id, char *buf, size_t len)
 	return sql[i] == '\0' ? buf : NULL;
 }
 
+/* Of several results, the first error, else the last one. */
+static PGresult *
+store_pg_keep(PGresult *keep, PGresult *r)
+{
+	if (keep != NULL && PQresultStatus(keep) == PGRES_FATAL_ERROR) {
+		PQclear(r);
+		return keep;
+	}
+	PQclear(keep);
+	return r;
+}
+
+/*
+ * The result of the command just sent (PQsendPrepare, PQsendQueryPrepared), NULL when
+ * there is none (the error is then the connection's). A server that does not answer within
+ * STORE_PG_ANSWER_MS gets its connection closed (CONNECTION_BAD) and pg->timed_out set.
+ */
+static PGresult *
+store_pg_answer(struct store_pg *pg)
+{
+	uint64_t deadline = util_now_ms() + STORE_PG_ANSWER_MS;
+	PGresult *keep = NULL, *r;
+
+	for (;;) {
+		int flush = PQflush(pg->conn), n;
+		uint64_t now = util_now_ms();
+		struct pollfd p = {PQsocket(pg->conn), POLLIN, 0};
+
+		if (flush == 0 && !PQisBusy(pg->conn)) {
+			if ((r = PQgetResult(pg->conn)) == NULL)
+				return keep;
+			keep = store_pg_keep(keep, r);
+			continue;
+		}
+		if (flush < 0)
+			break;
+		if (now >= deadline) {
+			pg->timed_out = 1;
+			break;
+		}
+		if (flush == 1)
+			p.events |= POLLOUT;
+		n = poll(&p, 1, (int)(deadline - now));
+		if (n < 0 && errno != EINTR)
+			break;
+		if (n > 0 && !PQconsumeInput(pg->conn))
+			break;
+	}
+	/* Given up: closed, so that libpq reads the end of the stream instead of waiting, and
+	 * reports the connection bad (the next statement reconnects). */
+	if (PQstatus(pg->conn) != CONNECTION_BAD) {
+		shutdown(PQsocket(pg->conn), SHUT_RDWR);
+		PQconsumeInput(pg->conn);
+	}
+	while ((r = PQgetResult(pg->conn)) != NULL)
+		keep = store_pg_keep(keep, r);
+	return keep;
+}
+
 static int
 store_pg_prepare(struct store_pg *pg, enum store_stmt_id id, const char *name, char *err,
                  size_t errlen)
@@ -513,9 +583,12 @@ store_pg_prepare(struct store_pg *pg, enum store_stmt_id id, const char *name, c
 		snprintf(err, errlen, "statement %d has no PostgreSQL text", (int)id);
 		return -1;
 	}
-	res = PQprepare(pg->conn, name, sql, 0, NULL);
+	res = PQsendPrepare(pg->conn, name, sql, 0, NULL) ? store_pg_answer(pg) : NULL;
 	ok = PQresultStatus(res) == PGRES_COMMAND_OK;
-	if (!ok)
+	if (!ok && pg->timed_out)
+		snprintf(err, errlen, "PostgreSQL did not answer within %d s",
+		         STORE_PG_ANSWER_MS / 1000);
+	else if (!ok)
 		store_pg_message(err, errlen, "",
 		                 res != NULL ? PQresultErrorMessage(res)
 		                             : PQerrorMessage(pg->conn));
@@ -605,6 +678,7 @@ store_pg_exec(struct store_pg *pg, enum store_stmt_id id, const char **params, i
 
 	snprintf(name, sizeof(name), "gw%d", (int)id);
 	*ret = -1;
+	pg->timed_out = 0;
 	for (int attempt = 0;; attempt++) {
 		PGresult *res = NULL;
 
@@ -613,10 +687,19 @@ store_pg_exec(struct store_pg *pg, enum store_stmt_id id, const char **params, i
 		if (store_pg_prepare(pg, id, name, err, errlen) == 0) {
 			ExecStatusType rs;
 
-			res = PQexecPrepared(pg->conn, name, n, params, NULL, NULL, 0);
+			res = PQsendQueryPrepared(pg->conn, name, n, params, NULL, NULL, 0)
+			          ? store_pg_answer(pg)
+			          : NULL;
 			rs = PQresultStatus(res);
 			if (rs == PGRES_COMMAND_OK || rs == PGRES_TUPLES_OK)
 				return res;
+		}
+		if (pg->timed_out) {
+			/* a frozen server: not retried, the caller hears of it now */
+			snprintf(err, errlen, "PostgreSQL did not answer within %d s",
+			         STORE_PG_ANSWER_MS / 1000);
+			PQclear(res);
+			break;
 		}
 		if (PQstatus(pg->conn) == CONNECTION_BAD && !pg->in_tx && attempt == 0) {
 			PQclear(res);

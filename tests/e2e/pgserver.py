@@ -160,6 +160,23 @@ class PgServer:
         while gwtest.port_open(self.port) and time.monotonic() < deadline:
             time.sleep(0.1)
 
+    def pids(self):
+        """The postmaster and its children (the server's processes), for signals."""
+        if self.proc is None:
+            return []
+        out = [self.proc.pid]
+        for d in os.listdir('/proc'):
+            if not d.isdigit():
+                continue
+            try:
+                with open('/proc/%s/stat' % d) as f:
+                    ppid = int(f.read().rsplit(')', 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            if ppid == self.proc.pid:
+                out.append(int(d))
+        return out
+
     def destroy(self):
         self.stop()
 

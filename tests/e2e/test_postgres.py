@@ -20,6 +20,7 @@ import itertools
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -249,6 +250,46 @@ class RestartTest(PostgresCase):
             r = self.post_to(gw, '/auth/login', {'email': email, 'password': PASSWORD})
             self.assertEqual(r.status, 200, 'login %d after a quiet restart: %d %r' % (
                 i, r.status, r.body[:200]))
+
+
+class FrozenServerTest(PostgresCase):
+
+    def test_unanswered_statement_fails_after_the_deadline_then_recovers(self):
+        # a server that stops answering without closing its connections (SIGSTOP: as a
+        # hung host or a path that drops everything) costs a request 10 s, not the
+        # ~25 s of TCP keepalives, and the store works again once it answers
+        self.start_backends(1)
+        gw = self.start_named('gw1')
+        email, access, key = self.user_with_key(gw, 'frozen')
+        pids = self.server.pids()
+        self.assertGreater(len(pids), 1, 'the postmaster and its sessions')
+
+        def thaw():
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+        self.addCleanup(thaw)
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        t0 = time.monotonic()
+        r = gw.request('POST', '/auth/login', [('Content-Type', 'application/json')],
+                       json.dumps({'email': email, 'password': PASSWORD}).encode(), timeout=30)
+        elapsed = time.monotonic() - t0
+        self.assertError(r, 503, 'service_unavailable')
+        self.assertGreater(elapsed, 9, 'the answer deadline is 10 s')
+        self.assertLess(elapsed, 20, 'not the keepalives')
+        gwtest.wait_until(lambda: 'did not answer within 10 s' in gw.proc.log(), 3,
+                          message='the reason in the log')
+        # proxying with a key the gateway already knows does not need the database
+        self.assertEqual(gw.get('/key/b', {'X-API-Key': key}).status, 200)
+        thaw()
+        # the connection that timed out was closed: the next statement reconnects
+        gwtest.wait_until(
+            lambda: self.post_to(gw, '/auth/login',
+                                 {'email': email, 'password': PASSWORD}).status == 200,
+            15, message='login after the server answers again')
 
 
 class MigrateDbTest(PostgresCase):
