@@ -1490,6 +1490,8 @@ proxy_finish(struct exchange *x)
 	 */
 	if (x->u != NULL && x->short_read && !x->u->hup)
 		x->u->readable = 0;
+	if (!x->resp_settled) /* an EOF-delimited body ends with the read of its FIN */
+		proxy_settle(x);
 	if (!x->req_done)
 		x->close_client = 1; /* the backend answered before the body was read */
 	proxy_release_backend(x, reusable);

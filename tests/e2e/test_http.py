@@ -557,6 +557,9 @@ class ConnectionTest(HttpTestCase):
                             '%.1fs' % (i, elapsed))
         # the gateway is fine afterwards
         self.assertEqual(self.get('/later').status, 200)
+        # and counted every response, however it ended
+        served = sum(b['requests'] for b in self.gw.get('/stats').json()['backends'])
+        self.assertEqual(served, 7)
 
     def test_204_and_304_without_body(self):
         c = self.raw()
