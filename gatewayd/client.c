@@ -6,10 +6,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "accesslog.h"
 #include "cache.h"
 #include "cidr.h"
 #include "connlimit.h"
 #include "log.h"
+#include "metrics.h"
 #include "proxy.h"
 #include "util.h"
 #include "ws.h"
@@ -250,6 +252,33 @@ static const char client_too_many[] =
 	"\r\n"
 	"{\"error\":\"too_many_connections\",\"message\":\"Too many connections from this "
 	"address.\"}";
+
+/* SPEC section 4 JSON for a request whose wait (the pool, Redis, a geo lookup) outlived
+ * its deadline. */
+static const char client_wait_504[] =
+	"HTTP/1.1 504 Gateway Timeout\r\n"
+	"Content-Type: application/json\r\n"
+	"Content-Length: 83\r\n"
+	"Cache-Control: no-store\r\n"
+	"Connection: close\r\n"
+	"\r\n"
+	"{\"error\":\"gateway_timeout\",\"message\":\"The gateway did not get the answer in "
+	"time.\"}";
+
+void
+client_wait_expired(struct client *c)
+{
+	struct exchange *x = c->x;
+	struct iovec iov = {(void *)(uintptr_t)client_wait_504, sizeof(client_wait_504) - 1};
+
+	/* Whatever x waits for still owns it (client_close orphans it): read here, never
+	 * written. The answer goes out once, without waiting for the socket. */
+	metrics_request(c->w, 504, NULL, x->start_us);
+	accesslog_request(x, 504, NULL, 83, "gateway_timeout");
+	if (c->writable)
+		(void)client_writev(c, &iov, 1);
+	client_close(c);
+}
 
 /*
  * limits conns_per_ip: counted per connection, never per request. Trusted proxies and

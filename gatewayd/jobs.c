@@ -213,8 +213,9 @@ jobs_submit(struct job *j)
 	x->job_pending = 1;
 	/* The wait is for an answer, as for a backend's: the client's header deadline,
 	 * still running from the request's first byte, must not cut it (a statement the
-	 * database holds for seconds, bcrypt behind a queue). The store bounds its own
-	 * waits (STORE_PG_ANSWER_MS, lock_timeout, connect_timeout) well inside it. */
+	 * database holds for seconds, bcrypt behind a queue). Past it the client gets a
+	 * 504 (client_wait_expired); the store bounds its own waits (STORE_PG_ANSWER_MS,
+	 * lock_timeout, connect_timeout) well inside the default. */
 	x->c->deadline_ms = x->w->now_ms + x->rt->cfg->timeouts.response_ms;
 	jobs_enqueue(j);
 }

@@ -173,6 +173,8 @@ void client_exchange_release(struct exchange *x);
 /* Finishes the current exchange: keep-alive and next request, or close. */
 void client_exchange_done(struct exchange *x);
 void client_close(struct client *c);
+/* The deadline of c's waiting exchange (X_WAIT) passed: 504 written once, then closed. */
+void client_wait_expired(struct client *c);
 /* Continues writing the client's pending output; 1 done, 0 pending, -1 error. */
 int client_flush(struct client *c);
 ssize_t client_read(struct client *c, char *buf, size_t len);

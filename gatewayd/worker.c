@@ -364,6 +364,8 @@ worker_check_deadlines(struct worker *w)
 				worker_body_timeout(c->x);
 			else if (c->x != NULL && c->x->phase == X_UPSTREAM)
 				proxy_timeout(c->x);
+			else if (c->x != NULL && c->x->phase == X_WAIT)
+				client_wait_expired(c);
 			else if (c->x == NULL || c->x->phase != X_QUEUED)
 				client_close(c);
 		} else if (c->state == CS_IDLE &&

@@ -254,13 +254,8 @@ class RestartTest(PostgresCase):
 
 class FrozenServerTest(PostgresCase):
 
-    def test_unanswered_statement_fails_after_the_deadline_then_recovers(self):
-        # a server that stops answering without closing its connections (SIGSTOP: as a
-        # hung host or a path that drops everything) costs a request 10 s, not the
-        # ~25 s of TCP keepalives, and the store works again once it answers
-        self.start_backends(1)
-        gw = self.start_named('gw1')
-        email, access, key = self.user_with_key(gw, 'frozen')
+    def freeze(self):
+        """SIGSTOPs the server's processes until the test ends (or thaw() is called)."""
         pids = self.server.pids()
         self.assertGreater(len(pids), 1, 'the postmaster and its sessions')
 
@@ -273,10 +268,49 @@ class FrozenServerTest(PostgresCase):
         self.addCleanup(thaw)
         for pid in pids:
             os.kill(pid, signal.SIGSTOP)
+        return thaw
+
+    def login(self, gw, email, timeout=30):
+        return gw.request('POST', '/auth/login', [('Content-Type', 'application/json')],
+                          json.dumps({'email': email, 'password': PASSWORD}).encode(),
+                          timeout=timeout)
+
+    def login_while_frozen(self, gw, tag):
+        """A user with a key, then the server frozen and a login: (email, key, thaw,
+        the login's response, its seconds)."""
+        email, _, key = self.user_with_key(gw, tag)
+        thaw = self.freeze()
         t0 = time.monotonic()
-        r = gw.request('POST', '/auth/login', [('Content-Type', 'application/json')],
-                       json.dumps({'email': email, 'password': PASSWORD}).encode(), timeout=30)
-        elapsed = time.monotonic() - t0
+        r = self.login(gw, email)
+        return email, key, thaw, r, time.monotonic() - t0
+
+    def test_wait_longer_than_the_response_timeout_is_504(self):
+        # the pool's answer is late (the statement has 10 s): the client is not left
+        # waiting past `timeouts response=`, and the late answer is dropped cleanly
+        self.start_backends(1)
+        gw = self.start_gateway(self.config('gw1') + 'timeouts response=2s\n',
+                                port=gwtest.free_port())
+        email, _, thaw, r, elapsed = self.login_while_frozen(gw, 'late')
+        self.assertError(r, 504, 'gateway_timeout')
+        self.assertIn('close', (r.header('Connection') or '').lower())
+        self.assertLess(elapsed, 4.5)
+        self.assertGreater(elapsed, 1.5)
+        # the orphaned request is released when its statement gives up (10 s)
+        gwtest.wait_until(lambda: 'did not answer within 10 s' in gw.proc.log(), 15,
+                          message='the statement gave up')
+        thaw()
+        gwtest.wait_until(lambda: self.login(gw, email).status == 200, 15,
+                          message='login after the server answers again')
+        m = gw.get('/metrics').body.decode()
+        self.assertRegex(m, r'gatewayd_requests_total\{[^}]*code="504"[^}]*\} [1-9]')
+
+    def test_unanswered_statement_fails_after_the_deadline_then_recovers(self):
+        # a server that stops answering without closing its connections (SIGSTOP: as a
+        # hung host or a path that drops everything) costs a request 10 s, not the
+        # ~25 s of TCP keepalives, and the store works again once it answers
+        self.start_backends(1)
+        gw = self.start_named('gw1')
+        email, key, thaw, r, elapsed = self.login_while_frozen(gw, 'frozen')
         self.assertError(r, 503, 'service_unavailable')
         self.assertGreater(elapsed, 9, 'the answer deadline is 10 s')
         self.assertLess(elapsed, 20, 'not the keepalives')
