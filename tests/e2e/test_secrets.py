@@ -34,15 +34,19 @@ class PubCollector(threading.Thread):
         self.running = True
 
     def run(self):
-        while self.running:
-            data = self.sub.recv(timeout=0.2)
-            if data is not None:
-                self.messages.append(data)
+        # the socket is used and closed by this thread only: nng_close from another
+        # thread races this one's receive inside libnng, where no signal reaches
+        try:
+            while self.running:
+                data = self.sub.recv(timeout=0.2)
+                if data is not None:
+                    self.messages.append(data)
+        finally:
+            self.sub.close()
 
     def stop(self):
         self.running = False
         self.join(5)
-        self.sub.close()
 
 
 class SecretsTest(gwtest.GatewayTestCase):
